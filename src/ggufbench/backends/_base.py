@@ -1,0 +1,89 @@
+"""The backend contract: what every way of running a model must offer.
+
+A backend answers three kinds of requests. ``generate`` is required; the two
+loglikelihood kinds are optional (HTTP chat APIs cannot give prompt logprobs)
+and raise :class:`NotSupported` where the backend cannot answer them exactly.
+
+Backends are plain: no retries, no caching, no ledger writes. Those live in the
+wrapper that calls them (the lm-eval adapter and the benchmark code), so every
+backend gets them the same way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol, runtime_checkable
+
+from ggufbench.errors import BackendError
+
+
+class NotSupported(BackendError):
+    """This backend cannot answer this kind of request."""
+
+
+@dataclass(frozen=True)
+class LoglikRequest:
+    """log P(continuation | context), tokenized as lm-eval's HF model does."""
+
+    context: str
+    continuation: str
+
+
+@dataclass(frozen=True)
+class LoglikResult:
+    logprob: float
+    is_greedy: bool
+    n_tokens: int = 0
+
+
+@dataclass(frozen=True)
+class GenRequest:
+    """Greedy (temperature 0) or sampled generation from a raw prompt.
+
+    ``messages`` (chat form) is used by backends that template themselves
+    (HTTP chat APIs); in-process backends render it with the model's template.
+    """
+
+    prompt: str = ""
+    messages: tuple[tuple[str, str], ...] = ()
+    max_tokens: int = 256
+    stop: tuple[str, ...] = ()
+    temperature: float = 0.0
+    top_p: float = 1.0
+    seed: int = 0
+    grammar: str | None = None
+
+
+@dataclass(frozen=True)
+class GenResult:
+    text: str
+    finish_reason: Literal["stop", "length"]
+    n_prompt_tokens: int = 0
+    n_tokens: int = 0
+
+
+@dataclass(frozen=True)
+class BackendInfo:
+    """Who answers: goes into cache keys and reports."""
+
+    runner: str
+    identity: str  # model file sha256, or "URL model" for HTTP backends
+    settings: dict[str, Any] = field(default_factory=dict)  # everything that changes answers
+
+
+@runtime_checkable
+class Backend(Protocol):
+    info: BackendInfo
+
+    def generate(self, requests: Sequence[GenRequest]) -> list[GenResult]: ...
+
+    def stream(self, request: GenRequest) -> Iterator[str]: ...
+
+    def loglikelihood(self, requests: Sequence[LoglikRequest]) -> list[LoglikResult]: ...
+
+    def loglikelihood_rolling(self, texts: Sequence[str]) -> list[float]: ...
+
+    def apply_chat_template(self, messages: Sequence[tuple[str, str]]) -> str: ...
+
+    def close(self) -> None: ...

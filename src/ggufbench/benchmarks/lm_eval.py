@@ -1,0 +1,100 @@
+"""An lm-eval task as a ggufbench job: lm-eval's evaluator over our LM."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from ggufbench.benchmarks._job import JobContext
+from ggufbench.errors import TaskError
+from ggufbench.lmeval_adapter import GgufbenchLM
+
+
+def task_manager(include_path: str | None) -> Any:
+    from lm_eval.tasks import TaskManager
+
+    return TaskManager(include_path=include_path, verbosity="ERROR")
+
+
+def run(ctx: JobContext) -> dict[str, Any]:
+    from lm_eval import simple_evaluate
+
+    bench = ctx.spec["benchmark"]
+    logging.getLogger("lm_eval").setLevel(logging.WARNING)
+    lm = GgufbenchLM(ctx.cached, thinking=ctx.spec["model"].get("thinking", "none"))
+    start = time.monotonic()
+    try:
+        out = simple_evaluate(
+            model=lm,
+            tasks=[ctx.name],
+            num_fewshot=bench.get("num_fewshot"),
+            limit=bench.get("limit"),
+            task_manager=task_manager(bench.get("include_path")),
+            log_samples=True,
+            apply_chat_template=bool(bench.get("apply_chat_template")),
+            fewshot_as_multiturn=bool(bench.get("fewshot_as_multiturn")),
+            gen_kwargs=bench.get("gen_kwargs"),
+        )
+    except KeyError as exc:
+        raise TaskError(f"lm-eval task '{ctx.name}' did not load: {exc}") from exc
+    if out is None:
+        raise TaskError(f"lm-eval returned no results for task '{ctx.name}'")
+    wall = time.monotonic() - start
+    samples = _samples(out.get("samples", {}), lm)
+    ctx.write_jsonl(ctx.samples_path(), samples)
+    ctx.write_json(ctx.result_path(), {k: out.get(k) for k in (
+        "results", "groups", "group_subtasks", "configs", "versions", "n-shot",
+        "higher_is_better", "n-samples")})
+    counts = ctx.cached.counts
+    return {
+        "metrics": metrics_of(out, ctx.name),
+        "n_samples": len(samples),
+        "wall_s": round(wall, 3),
+        "requests": {"total": counts.total, "computed": counts.computed,
+                     "from_cache": counts.from_cache},
+        "gen_tokens": counts.gen_tokens,
+        "compute_s": round(counts.compute_s, 3),
+    }
+
+
+def metrics_of(out: dict[str, Any], name: str) -> dict[str, dict[str, float | None]]:
+    """lm-eval's 'metric,filter' keys as {metric: {value, stderr}}.
+
+    The filter is kept in the name where it is not 'none' (gsm8k's
+    'exact_match,strict-match' stays as it is).
+    """
+    row = (out.get("groups") or {}).get(name) or out["results"].get(name) or {}
+    metrics: dict[str, dict[str, float | None]] = {}
+    for key, value in row.items():
+        if "," not in key or "_stderr," in key or not isinstance(value, int | float):
+            continue
+        metric, filt = key.split(",", 1)
+        stderr = row.get(f"{metric}_stderr,{filt}")
+        label = metric if filt == "none" else key
+        metrics[label] = {
+            "value": float(value),
+            "stderr": float(stderr) if isinstance(stderr, int | float) else None,
+        }
+    return metrics
+
+
+def _samples(by_task: dict[str, list[dict[str, Any]]], lm: GgufbenchLM) -> list[dict[str, Any]]:
+    rows = []
+    for task in sorted(by_task):
+        for s in by_task[task]:
+            row: dict[str, Any] = {
+                "task": task,
+                "doc_id": s.get("doc_id"),
+                "target": s.get("target"),
+                "output": s.get("filtered_resps"),
+                "resps": s.get("resps"),
+                "scores": {m: s.get(m) for m in s.get("metrics", [])},
+                "prompt_hash": s.get("prompt_hash"),
+                "doc_hash": s.get("doc_hash"),
+            }
+            record = lm.thinking_records.get(s.get("prompt_hash") or "")
+            if record:
+                row["thinking"] = record
+            rows.append(row)
+    return rows

@@ -1,0 +1,182 @@
+"""The run directory: its layout, run.json, the lock, and finding runs to resume."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+import platform
+import sys
+from pathlib import Path
+from typing import Any
+
+from filelock import FileLock, Timeout
+
+from ggufbench import __version__
+from ggufbench.config import Suite, parse_suite, suite_to_yaml
+from ggufbench.errors import LedgerError
+
+UNFINISHED = ("running", "interrupted")
+
+
+class RunDir:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock: FileLock | None = None
+
+    # -- layout ----------------------------------------------------------
+    @property
+    def ledger(self) -> Path:
+        return self.path / "ledger.sqlite"
+
+    @property
+    def run_json(self) -> Path:
+        return self.path / "run.json"
+
+    @property
+    def logs(self) -> Path:
+        return self.path / "logs"
+
+    def log_path(self, job_id: str, attempt: int) -> Path:
+        return self.logs / f"{job_id.replace('/', '__')}.{attempt}.log"
+
+    # -- run.json --------------------------------------------------------
+    def meta(self) -> dict[str, Any]:
+        try:
+            return dict(json.loads(self.run_json.read_text(encoding="utf-8")))
+        except FileNotFoundError:
+            raise LedgerError(f"{self.path} is not a ggufbench run directory (no run.json)") from None
+        except json.JSONDecodeError as exc:
+            raise LedgerError(f"{self.run_json} is damaged ({exc}); restore it or start a new run") from None
+
+    def update_meta(self, **fields: Any) -> None:
+        data = self.meta()
+        data.update(fields)
+        write_json(self.run_json, data)
+
+    def suite(self) -> Suite:
+        import yaml
+
+        text = (self.path / "suite.yaml").read_text(encoding="utf-8")
+        return parse_suite(yaml.safe_load(text), self.path, source=str(self.path / "suite.yaml"))
+
+    # -- lock ------------------------------------------------------------
+    def lock(self) -> None:
+        """Hold the run's lock until this process exits (the OS frees it on kill -9)."""
+        lock = FileLock(str(self.path / ".lock"))
+        try:
+            lock.acquire(timeout=0.5)
+        except Timeout:
+            raise LedgerError(
+                f"{self.path} is being driven by another ggufbench process; wait for it or stop it"
+            ) from None
+        self._lock = lock
+
+    def unlock(self) -> None:
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+
+    def is_live(self) -> bool:
+        """Whether some process holds the lock right now."""
+        lock = FileLock(str(self.path / ".lock"))
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            return True
+        lock.release()
+        return False
+
+
+def write_json(path: Path, data: Any) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def suite_digest(suite: Suite) -> tuple[str, str]:
+    text = suite_to_yaml(suite)
+    return text, hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def find_unfinished(suite: Suite) -> RunDir | None:
+    """The newest run under output_root of this exact suite that did not finish."""
+    _, digest = suite_digest(suite)
+    root = suite.output_root
+    if not root.is_dir():
+        return None
+    for path in sorted(root.iterdir(), reverse=True):
+        run = RunDir(path)
+        try:
+            meta = run.meta()
+        except LedgerError:
+            continue
+        if meta.get("suite_sha256") == digest and meta.get("status") in UNFINISHED:
+            return run
+    return None
+
+
+def create_run(suite: Suite) -> RunDir:
+    text, digest = suite_digest(suite)
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    root = suite.output_root
+    root.mkdir(parents=True, exist_ok=True)
+    path = root / f"{suite.name}-{stamp}"
+    n = 1
+    while True:
+        try:
+            path.mkdir()
+            break
+        except FileExistsError:
+            n += 1
+            path = root / f"{suite.name}-{stamp}-{n}"
+    (path / "logs").mkdir()
+    (path / "suite.yaml").write_text(text, encoding="utf-8")
+    write_json(path / "run.json", {
+        "id": path.name,
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(),
+        "status": "running",
+        "suite_sha256": digest,
+        "environment": environment(),
+    })
+    return RunDir(path)
+
+
+def environment() -> dict[str, Any]:
+    from ggufbench.resources import probe
+
+    machine = probe()
+    env: dict[str, Any] = {
+        "ggufbench": __version__,
+        "python": sys.version.split()[0],
+        "os": platform.platform(),
+        "cpu": _cpu_name(),
+        "cores": machine.cores,
+        "ram_bytes": machine.total_ram,
+        "gpus": [{"name": g.name, "memory_bytes": g.total_bytes} for g in machine.gpus],
+    }
+    try:
+        import llama_cpp
+
+        env["llama_cpp_python"] = llama_cpp.__version__
+        env["llama_cpp_system"] = llama_cpp.llama_print_system_info().decode().strip()
+    except Exception as exc:  # noqa: BLE001 - the environment record must never stop a run
+        env["llama_cpp_python"] = f"unavailable: {exc}"
+    try:
+        from importlib.metadata import version
+
+        env["lm_eval"] = version("lm_eval")
+    except Exception:  # noqa: BLE001
+        env["lm_eval"] = None
+    return env
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()

@@ -1,0 +1,109 @@
+"""One job attempt in its own process: ``python -m ggufbench.worker``.
+
+The orchestrator starts one worker per running job, so a segfault, an
+out-of-memory kill or a hang stays inside it. The worker stops by itself when
+its orchestrator dies (its parent changes), and every write it makes is checked
+against the run's owner token, so it can never write into a run that another
+process has taken over.
+
+Exit codes: 0 done, 3 a user-facing error (last line 'ggufbench-error: ...'),
+4 no longer the run's owner, 130 interrupted, anything else a crash.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import threading
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+ERROR_PREFIX = "ggufbench-error: "
+EXIT_USER_ERROR = 3
+EXIT_NOT_OWNER = 4
+
+
+def _watch_parent(parent: int) -> None:
+    """Exit at once when the orchestrator that started us is gone."""
+    while True:
+        time.sleep(0.5)
+        if os.getppid() != parent:
+            os._exit(EXIT_NOT_OWNER)
+
+
+def make_backend(model: dict[str, Any], threads: int | None) -> Any:
+    from ggufbench.gguf_file import sha256_of
+
+    if model["runner"] == "llama-cpp":
+        from ggufbench.backends.llama_cpp import LlamaCppBackend
+
+        path = Path(model["path"])
+        return LlamaCppBackend(
+            path,
+            n_ctx=model["n_ctx"],
+            n_threads=model.get("threads") or threads,
+            n_gpu_layers=model["n_gpu_layers"],
+            n_batch=model["n_batch"],
+            chat_template=model.get("chat_template"),
+            identity=sha256_of(path),
+        )
+    if model["runner"] == "openai":
+        from ggufbench.backends.openai_http import OpenAIBackend
+
+        return OpenAIBackend(model["base_url"], model["model"], api_key_env=model.get("api_key_env"))
+    raise ValueError(f"unknown runner {model['runner']}")
+
+
+def run_job(run_dir: Path, job_id: str, owner: str, threads: int | None, timeout: float | None) -> None:
+    from ggufbench.benchmarks import run_benchmark
+    from ggufbench.benchmarks._job import JobContext
+    from ggufbench.cached import CachedBackend, Timing
+    from ggufbench.ledger import Ledger
+
+    ledger = Ledger(run_dir / "ledger.sqlite")
+    job = ledger.job(job_id)
+    backend = make_backend(job.spec["model"], threads)
+    try:
+        cached = CachedBackend(backend, ledger, owner, job_id, Timing(fixed_s=timeout))
+        ctx = JobContext(run_dir, job_id, job.model, job.benchmark, job.spec, ledger, owner, cached)
+        result = run_benchmark(job.kind, ctx)
+        result["identity"] = backend.info.identity
+        ledger.finish_job(owner, job_id, result)
+    finally:
+        backend.close()
+        ledger.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m ggufbench.worker")
+    parser.add_argument("run_dir", type=Path)
+    parser.add_argument("job_id")
+    parser.add_argument("owner")
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--request-timeout", type=float, default=None)
+    args = parser.parse_args(argv)
+    threading.Thread(target=_watch_parent, args=(os.getppid(),), daemon=True).start()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(130))
+    from ggufbench.errors import GgufbenchError
+    from ggufbench.ledger import NotOwner
+
+    try:
+        run_job(args.run_dir, args.job_id, args.owner, args.threads, args.request_timeout)
+    except NotOwner:
+        print(f"{ERROR_PREFIX}another process now drives this run; this worker stopped", file=sys.stderr)
+        return EXIT_NOT_OWNER
+    except GgufbenchError as exc:
+        traceback.print_exc()
+        print(f"{ERROR_PREFIX}{exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except (KeyboardInterrupt, SystemExit):
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
