@@ -1,0 +1,25 @@
+"""ggufbench check SUITE.yaml"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from ggufbench.cli._common import console
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def check(suite: Path = typer.Argument(..., help="the suite file")) -> None:
+        """Check a suite before running it: files, tasks, datasets, memory."""
+        from ggufbench.config import load_suite
+        from ggufbench.orchestrate import preflight
+
+        spec = load_suite(suite)
+        out = console()
+        report = preflight(spec, out)
+        for alias, info in report.models.items():
+            detail = info.get("quant") or info.get("base_url")
+            out.print(f"[green]ok[/] {alias}: {detail}")
+        out.print(f"[green]ok[/] {len(spec.models)} model(s), {len(spec.benchmarks)} benchmark(s)")

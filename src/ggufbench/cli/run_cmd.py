@@ -1,0 +1,26 @@
+"""ggufbench run SUITE.yaml"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from ggufbench.cli._common import console, split_list
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def run(
+        suite: Path = typer.Argument(..., help="the suite file (.yaml or .json)"),
+        fresh: bool = typer.Option(False, "--fresh", help="start a new run even if one is unfinished"),
+        models: str | None = typer.Option(None, "--models", help="only these aliases, comma-separated"),
+        benchmarks: str | None = typer.Option(None, "--benchmarks", help="only these tasks"),
+        limit: float | None = typer.Option(None, "--limit", help="items per task (or a fraction)"),
+    ) -> None:
+        """Run a suite; an unfinished run of the same suite is resumed."""
+        from ggufbench.config import apply_overrides, load_suite
+        from ggufbench.orchestrate import run_suite
+
+        spec = apply_overrides(load_suite(suite), split_list(models), split_list(benchmarks), limit)
+        raise typer.Exit(run_suite(spec, console(), fresh=fresh))

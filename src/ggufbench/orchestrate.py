@@ -1,0 +1,112 @@
+"""run and resume: preflight, the run directory, the scheduler, the reports."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+from rich.console import Console
+
+from ggufbench.config import Suite
+from ggufbench.errors import ConfigError
+from ggufbench.ledger import Ledger
+from ggufbench.plan import model_settings, plan
+from ggufbench.preflight import Report, check
+from ggufbench.report import write_reports
+from ggufbench.resources import probe
+from ggufbench.rundir import RunDir, create_run, find_unfinished
+from ggufbench.scheduler import Scheduler, Settings
+from ggufbench.status import StatusWriter
+from ggufbench.view import ProgressView
+
+EXIT_CODES = {"done": 0, "partial": 1, "failed": 1, "interrupted": 130}
+
+
+def preflight(suite: Suite, console: Console) -> Report:
+    with console.status("preflight checks", spinner="dots") as spin:
+        report = check(suite, say=lambda s: spin.update(f"preflight: {s}"))
+    if report.problems:
+        raise ConfigError(
+            f"{len(report.problems)} problem(s) found, nothing was started:\n  - "
+            + "\n  - ".join(report.problems)
+        )
+    return report
+
+
+def run_suite(suite: Suite, console: Console, *, fresh: bool = False) -> int:
+    report = preflight(suite, console)
+    run = None if fresh else find_unfinished(suite)
+    if run is not None:
+        console.print(f"resuming the unfinished run {run.path} (use --fresh to start a new one)")
+    else:
+        run = create_run(suite)
+        console.print(f"new run: {run.path}")
+    return drive(run, suite, report, console)
+
+
+def resume_run(path: Path, console: Console) -> int:
+    run = RunDir(path)
+    run.meta()  # a clear error if this is not a run directory
+    suite = run.suite()
+    report = preflight(suite, console)
+    console.print(f"resuming {run.path}")
+    return drive(run, suite, report, console, retry_failed=True)
+
+
+def drive(run: RunDir, suite: Suite, report: Report, console: Console, *,
+          retry_failed: bool = False) -> int:
+    run.lock()
+    ledger = Ledger(run.ledger, create=True)
+    owner = ledger.claim()
+    stale = ledger.interrupt_running("the process driving this run stopped before it ended")
+    if stale:
+        console.print(f"{stale} attempt(s) of the previous process were interrupted; continuing")
+    ledger.add_jobs(plan(suite))
+    if retry_failed:
+        ledger.db.execute("UPDATE jobs SET status='pending', error=NULL WHERE status='failed'")
+    run.update_meta(status="running", pid=os.getpid(), models=report.models)
+    settings = _settings(suite, report)
+    machine = probe()
+    writer = StatusWriter(run, ledger)
+    with ProgressView(console, ledger) as view:
+        scheduler = Scheduler(run, ledger, owner, machine, settings, listener=view.event)
+        scheduler.install_signals()
+
+        def tick() -> None:
+            view.refresh()
+            writer.maybe_write()
+
+        status = scheduler.loop(tick)
+    writer.maybe_write(status, force=True)
+    run.update_meta(status=status, pid=None)
+    path = write_reports(run, ledger, status)
+    ledger.close()
+    run.unlock()
+    _on_finish(suite, run, status, console)
+    console.print(f"run {status}: {run.path / 'summary.json'} and {path}")
+    return EXIT_CODES.get(status, 1)
+
+
+def _settings(suite: Suite, report: Report) -> Settings:
+    ex = suite.execution
+    timeout = None if ex.request_timeout_s == "auto" else float(ex.request_timeout_s)
+    wants_gpu = {m.alias: model_settings(suite, m)["n_gpu_layers"] != 0 for m in suite.models}
+    return Settings(
+        retries=ex.retries,
+        max_parallel=ex.max_parallel_jobs,
+        job_timeout_s=ex.job_timeout_s,
+        request_timeout_s=timeout,
+        footprints=report.footprints,
+        wants_gpu=wants_gpu,
+    )
+
+
+def _on_finish(suite: Suite, run: RunDir, status: str, console: Console) -> None:
+    command = suite.execution.on_finish
+    if not command:
+        return
+    env = dict(os.environ, GGUFBENCH_RUN_DIR=str(run.path), GGUFBENCH_STATUS=status)
+    done = subprocess.run(command, shell=True, env=env, check=False)
+    if done.returncode != 0:
+        console.print(f"[yellow]on_finish exited with code {done.returncode}[/]")
