@@ -50,6 +50,8 @@ class Settings:
     request_timeout_s: float | None = None  # None: deadlines the worker derives
     footprints: dict[str, int] = field(default_factory=dict)  # by model alias
     wants_gpu: dict[str, bool] = field(default_factory=dict)
+    # The worker program; tests put a scripted fake worker here.
+    worker_cmd: list[str] = field(default_factory=lambda: [sys.executable, "-m", "ggufbench.worker"])
 
 
 Listener = Callable[[str, dict[str, Any]], None]
@@ -116,7 +118,7 @@ class Scheduler:
         attempt = self.ledger.start_attempt(job.id, self.owner, "")
         log = self.run.log_path(job.id, attempt)
         log.parent.mkdir(parents=True, exist_ok=True)
-        cmd = [sys.executable, "-m", "ggufbench.worker", str(self.run.path), job.id, self.owner,
+        cmd = [*self.settings.worker_cmd, str(self.run.path), job.id, self.owner,
                "--threads", str(threads)]
         if self.settings.request_timeout_s:
             cmd += ["--request-timeout", str(self.settings.request_timeout_s)]

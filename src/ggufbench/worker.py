@@ -6,8 +6,8 @@ its orchestrator dies (its parent changes), and every write it makes is checked
 against the run's owner token, so it can never write into a run that another
 process has taken over.
 
-Exit codes: 0 done, 3 a user-facing error (last line 'ggufbench-error: ...'),
-4 no longer the run's owner, 130 interrupted, anything else a crash.
+Exit codes: 0 done, 3 an error retrying cannot fix (last line 'ggufbench-error: ...'),
+4 no longer the run's owner, 5 a backend error worth retrying, 130 interrupted, anything else a crash.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from typing import Any
 ERROR_PREFIX = "ggufbench-error: "
 EXIT_USER_ERROR = 3
 EXIT_NOT_OWNER = 4
+EXIT_BACKEND_ERROR = 5
 
 
 def _watch_parent(parent: int) -> None:
@@ -88,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     threading.Thread(target=_watch_parent, args=(os.getppid(),), daemon=True).start()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(130))
-    from ggufbench.errors import GgufbenchError
+    from ggufbench.errors import BackendError, GgufbenchError
     from ggufbench.ledger import NotOwner
 
     try:
@@ -96,7 +97,11 @@ def main(argv: list[str] | None = None) -> int:
     except NotOwner:
         print(f"{ERROR_PREFIX}another process now drives this run; this worker stopped", file=sys.stderr)
         return EXIT_NOT_OWNER
-    except GgufbenchError as exc:
+    except BackendError as exc:  # may pass: retried
+        traceback.print_exc()
+        print(f"{ERROR_PREFIX}{exc}", file=sys.stderr)
+        return EXIT_BACKEND_ERROR
+    except GgufbenchError as exc:  # will not pass by retrying: bad task, bad file
         traceback.print_exc()
         print(f"{ERROR_PREFIX}{exc}", file=sys.stderr)
         return EXIT_USER_ERROR

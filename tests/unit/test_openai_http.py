@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable, Iterator
-from email.utils import format_datetime
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timedelta, timezone
+from email.utils import format_datetime
 
 import httpx
 import pytest
@@ -44,7 +44,10 @@ def make(handler: Handler, **kwargs: object) -> tuple[OpenAIBackend, list[float]
     return backend, sleeps
 
 
-def scripted(responses: list[httpx.Response | Exception]) -> tuple[Handler, list[httpx.Request]]:
+def scripted(
+    script: Sequence[httpx.Response | Exception],
+) -> tuple[Handler, list[httpx.Request]]:
+    responses = list(script)
     seen: list[httpx.Request] = []
 
     def handler(request: httpx.Request) -> httpx.Response:
@@ -179,7 +182,11 @@ def test_not_openai_json() -> None:
 
 def test_grammar_dropped_after_rejection_in_auto_mode() -> None:
     handler, seen = scripted(
-        [httpx.Response(400), httpx.Response(200, json=chat_body()), httpx.Response(200, json=chat_body())]
+        [
+            httpx.Response(400),
+            httpx.Response(200, json=chat_body()),
+            httpx.Response(200, json=chat_body()),
+        ]
     )
     backend, _ = make(handler)
     backend.generate([CHAT])
@@ -268,9 +275,7 @@ def test_stream_chat_pieces() -> None:
         {"choices": [{"delta": {"content": "nk>x</think>答え"}}]},
         {"choices": [{"delta": {}, "finish_reason": "stop"}]},
     ]
-    handler, seen = scripted(
-        [httpx.Response(503), httpx.Response(200, content=sse(events))]
-    )
+    handler, seen = scripted([httpx.Response(503), httpx.Response(200, content=sse(events))])
     backend, sleeps = make(handler)
     pieces: Iterator[str] = backend.stream(CHAT)
     assert list(pieces) == ["<thi", "nk>x</think>答え"]
@@ -287,3 +292,18 @@ def test_stream_text_and_error_event() -> None:
     with pytest.raises(BackendError, match="error event") as info:
         list(backend.stream(TEXT))
     assert SECRET not in str(info.value)
+
+
+def test_stream_resends_without_a_rejected_grammar() -> None:
+    events: list[object] = [{"choices": [{"delta": {"content": "4"}}]}]
+    handler, seen = scripted([httpx.Response(422), httpx.Response(200, content=sse(events))])
+    backend, sleeps = make(handler)
+    assert list(backend.stream(CHAT)) == ["4"]
+    assert ["grammar" in json.loads(r.content) for r in seen] == [True, False] and sleeps == []
+
+
+def test_stream_read_timeout() -> None:
+    handler, _ = scripted([httpx.ReadTimeout("slow")])
+    backend, _ = make(handler, timeout_s=2)
+    with pytest.raises(BackendTimeout, match="2 s"):
+        list(backend.stream(TEXT))

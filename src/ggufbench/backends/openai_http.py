@@ -28,6 +28,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from email.utils import parsedate_to_datetime
 from types import TracebackType
 from typing import Any, Literal
@@ -222,22 +223,14 @@ class OpenAIBackend:
     def _stream_attempt(
         self, url: str, body: dict[str, Any], chat: bool, deadline: float
     ) -> Iterator[str]:
-        if not self._grammar_ok:
-            body.pop("grammar", None)
-        started: bool | None = False
+        started = False
         try:
-            with self._client.stream("POST", url, json=body) as response:
-                if response.status_code in _GRAMMAR_REJECTED_STATUS and self._drop_grammar(body):
-                    started = None  # resend below, without the grammar
-                else:
-                    if response.status_code >= 400:
-                        response.read()
-                    _check_status(response, url)
-                    for piece in _sse_pieces(response.iter_lines(), chat, url):
-                        if time.monotonic() > deadline:
-                            raise _timeout(url, self.timeout_s)
-                        started = True
-                        yield piece
+            with self._open_stream(url, body) as response:
+                for piece in _sse_pieces(response.iter_lines(), chat, url):
+                    if time.monotonic() > deadline:
+                        raise _timeout(url, self.timeout_s)
+                    started = True
+                    yield piece
         except httpx.HTTPError as exc:
             error = _translate_transport_error(exc, url, self.timeout_s)
             if started and isinstance(error, _Retryable):
@@ -245,8 +238,21 @@ class OpenAIBackend:
                     f"the stream from {url} broke off after it had started; retry the request"
                 ) from exc
             raise error from exc
-        if started is None:
-            yield from self._stream_attempt(url, body, chat, deadline)
+
+    @contextmanager
+    def _open_stream(self, url: str, body: dict[str, Any]) -> Iterator[httpx.Response]:
+        """A streaming response whose status is OK (resent once without a rejected grammar)."""
+        while True:
+            if not self._grammar_ok:
+                body.pop("grammar", None)
+            with self._client.stream("POST", url, json=body) as response:
+                if response.status_code in _GRAMMAR_REJECTED_STATUS and self._drop_grammar(body):
+                    continue
+                if response.status_code >= 400:
+                    response.read()
+                _check_status(response, url)
+                yield response
+                return
 
     def _drop_grammar(self, body: dict[str, Any]) -> bool:
         """After a 400/422 on a request with a grammar: stop sending grammars (auto)."""

@@ -51,8 +51,7 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
                 ) from exc
             if not isinstance(row, dict):
                 raise TaskError(
-                    f"{path}, line {number}, is not a JSON object; "
-                    "each line must be one document."
+                    f"{path}, line {number}, is not a JSON object; each line must be one document."
                 )
             rows.append(row)
     return rows

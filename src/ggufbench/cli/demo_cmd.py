@@ -1,0 +1,49 @@
+"""ggufbench demo: the bundled suite on bundled models and data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from ggufbench.cli._common import console
+
+
+def demo_suite_text(output_root: Path) -> str:
+    """The bundled suite with this machine's model paths filled in."""
+    from ggufbench.data import demo_tasks_path
+    from ggufbench.testmodels import derived_path, gemma_path, smollm2_path
+
+    out = console()
+    with out.status("preparing the demo models (made once, then cached)"):
+        smollm2 = smollm2_path()
+        paths = {
+            "smollm2": smollm2,
+            "smollm2_q2_k": derived_path(smollm2, "Q2_K"),
+            "gemma": gemma_path(),
+            "tasks": demo_tasks_path(),
+        }
+    template = (Path(__file__).parent.parent / "data" / "demo_suite.yaml").read_text("utf-8")
+    for key, value in paths.items():
+        template = template.replace("{" + key + "}", str(value))
+    return template.replace("output_root: runs", f"output_root: {output_root}")
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def demo(
+        output_root: Path = typer.Option(Path("runs"), help="where the run directory goes"),
+        fresh: bool = typer.Option(False, "--fresh", help="start a new run even if one is unfinished"),
+        limit: float | None = typer.Option(None, "--limit", help="items per task"),
+    ) -> None:
+        """Run the bundled demo suite: two real models, a derived variant, small tasks."""
+        from ggufbench.config import apply_overrides, load_suite
+        from ggufbench.orchestrate import run_suite
+
+        output_root = output_root.resolve()
+        output_root.mkdir(parents=True, exist_ok=True)
+        suite_file = output_root / "demo-suite.yaml"
+        suite_file.write_text(demo_suite_text(output_root), encoding="utf-8")
+        console().print(f"demo suite written to {suite_file}")
+        suite = apply_overrides(load_suite(suite_file), limit=limit)
+        raise typer.Exit(run_suite(suite, console(), fresh=fresh))

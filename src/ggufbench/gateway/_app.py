@@ -1,0 +1,345 @@
+"""``create_app(settings)``: the gateway's routes, auth and error shapes.
+
+Routes: ``POST /think`` (SO8T shape), ``POST /v1/chat/completions`` (OpenAI
+shape, streamed or not), ``GET /v1/models`` and ``GET /health``. Every route
+but ``/health`` needs ``Authorization: Bearer KEY``. Errors use OpenAI's JSON
+shape and never carry model output.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import AsyncGenerator, AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, StreamingResponse
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from ggufbench.gateway._audit import AuditLog
+from ggufbench.gateway._auth import ApiKeys
+from ggufbench.gateway._model import GenParams, ModelClient
+from ggufbench.gateway._schemas import ChatRequest, ThinkRequest, chunk, error_body, sse
+from ggufbench.gateway._service import Call, Gateway, GatewayError, Outcome
+from ggufbench.gateway._settings import GatewaySettings
+
+log = logging.getLogger("ggufbench.gateway")
+
+
+def create_app(
+    settings: GatewaySettings, *, model: ModelClient | None = None, keys: ApiKeys | None = None
+) -> FastAPI:
+    """The gateway app; ``model`` and ``keys`` default to what ``settings`` names."""
+    keys = keys or ApiKeys.from_env(settings.api_key_env)
+    model = model or _model_from(settings)
+    audit = AuditLog(settings.audit_db)
+    gateway = Gateway(settings, model, audit)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        await model.aclose()
+        audit.close()
+
+    app = FastAPI(
+        title="ggufbench gateway",
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+        lifespan=lifespan,
+    )
+    app.state.gateway = gateway
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    _add_error_handlers(app)
+    _add_routes(app, gateway, keys)
+    return app
+
+
+def _model_from(settings: GatewaySettings) -> ModelClient:
+    if settings.model_path is not None:
+        from ggufbench.gateway._local import LocalModel
+
+        return LocalModel.load(
+            settings.model_path,
+            n_ctx=settings.n_ctx,
+            n_gpu_layers=settings.n_gpu_layers,
+            n_threads=settings.n_threads,
+            name=settings.served_model_name,
+        )
+    from ggufbench.gateway._upstream import UpstreamModel
+
+    assert settings.base_url is not None and settings.upstream_model is not None
+    return UpstreamModel(
+        settings.base_url,
+        settings.upstream_model,
+        api_key_env=settings.upstream_api_key_env,
+        timeout_s=settings.request_timeout_s,
+        max_connections=settings.max_concurrency,
+        served_name=settings.served_model_name,
+    )
+
+
+# --- errors ---------------------------------------------------------------------
+
+
+def _json_error(
+    status: int, body: dict[str, Any], headers: dict[str, str] | None = None
+) -> JSONResponse:
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def _field(loc: tuple[Any, ...]) -> str:
+    parts = [p for p in loc if p != "body"]
+    text = ""
+    for part in parts:
+        text += f"[{part}]" if isinstance(part, int) else f".{part}" if text else str(part)
+    return text or "body"
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
+        field = _field(tuple(first.get("loc", ())))
+        message = f"{field}: {str(first.get('msg', 'invalid value')).removeprefix('Value error, ')}"
+        return _json_error(
+            422, error_body(message, "invalid_request_error", "invalid_value", field)
+        )
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        kind = "authentication_error" if exc.status_code == 401 else "invalid_request_error"
+        body = error_body(str(exc.detail), kind, str(exc.status_code))
+        return _json_error(exc.status_code, body, dict(exc.headers or {}))
+
+    @app.exception_handler(GatewayError)
+    async def gateway_error(request: Request, exc: GatewayError) -> JSONResponse:
+        return _json_error(exc.status, _gateway_error_body(exc), _retry_headers(exc))
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.error("unexpected %s on %s", type(exc).__name__, request.url.path)
+        return _json_error(500, error_body("internal error", "server_error", "internal_error"))
+
+
+def _gateway_error_body(exc: GatewayError) -> dict[str, Any]:
+    kind = "rate_limit_error" if exc.status == 429 else "server_error"
+    return error_body(exc.message, kind, exc.code)
+
+
+def _retry_headers(exc: GatewayError) -> dict[str, str] | None:
+    return {"Retry-After": str(exc.retry_after)} if exc.retry_after else None
+
+
+class BodyLimit:
+    """Refuses request bodies over ``max_bytes`` with 413, before any route runs."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
+            await self._refuse(scope, receive, send)
+            return
+        body, more = bytearray(), True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+            if len(body) > self.max_bytes:
+                await self._refuse(scope, receive, send)
+                return
+        await self.app(scope, _replay(bytes(body), receive), send)
+
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
+        text = f"the request body is larger than {self.max_bytes} bytes"
+        response = JSONResponse(error_body(text, "invalid_request_error", "body_too_large"), 413)
+        await response(scope, receive, send)
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay
+
+
+# --- routes ---------------------------------------------------------------------
+
+
+def _add_routes(app: FastAPI, gateway: Gateway, keys: ApiKeys) -> None:
+    async def api_key(request: Request) -> str:
+        ident = keys.check(request.headers.get("authorization"))
+        if ident is None:
+            log.warning(
+                "401 on %s from %s", request.url.path, request.client and request.client.host
+            )
+            raise HTTPException(401, "a valid API key is required", {"WWW-Authenticate": "Bearer"})
+        return ident
+
+    @app.get("/health")
+    async def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/v1/models")
+    async def models(key: str = Depends(api_key)) -> dict[str, Any]:
+        entry = {"id": gateway.model.name, "object": "model", "created": 0, "owned_by": "ggufbench"}
+        return {"object": "list", "data": [entry]}
+
+    @app.post("/think")
+    async def think(body: ThinkRequest, key: str = Depends(api_key)) -> dict[str, Any]:
+        params = GenParams(
+            _with_system(gateway, (("user", body.query),)),
+            body.max_new_tokens,
+            body.temperature,
+            body.top_p,
+        )
+        call = gateway.new_call("/think", key, body.user_id, body.query, params)
+        await gateway.admit(call)
+        outcome = await gateway.generate(call)
+        return {
+            "request_id": outcome.request_id,
+            "status": outcome.status,
+            "answer": outcome.answer,
+            "internal_reasoning_hash": outcome.parsed.thinking_sha256,
+            "thinking_sections": outcome.thinking_sections(),
+        }
+
+    @app.post("/v1/chat/completions", response_model=None)
+    async def chat(
+        body: ChatRequest, key: str = Depends(api_key)
+    ) -> dict[str, Any] | StreamingResponse | JSONResponse:
+        params = GenParams(
+            _with_system(gateway, body.pairs()),
+            body.token_limit(),
+            body.temperature,
+            body.top_p,
+            body.seed,
+        )
+        query = json.dumps([list(p) for p in body.pairs()], ensure_ascii=False)
+        call = gateway.new_call("/v1/chat/completions", key, body.user, query, params)
+        await gateway.admit(call)
+        if body.stream:
+            return await _stream(gateway, call)
+        outcome = await gateway.generate(call)
+        return _completion(gateway, outcome)
+
+
+def _with_system(
+    gateway: Gateway, pairs: tuple[tuple[str, str], ...]
+) -> tuple[tuple[str, str], ...]:
+    """The operator's system prompt first, merged with the client's system message."""
+    prompt = gateway.settings.effective_system_prompt
+    if not prompt:
+        return pairs
+    if pairs and pairs[0][0] == "system":
+        return (("system", f"{prompt}\n\n{pairs[0][1]}"), *pairs[1:])
+    return (("system", prompt), *pairs)
+
+
+def _usage(outcome: Outcome) -> dict[str, int]:
+    prompt = outcome.finish.prompt_tokens or 0
+    completion = outcome.finish.completion_tokens or 0
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+    }
+
+
+def _extension(outcome: Outcome) -> dict[str, Any]:
+    return {
+        "request_id": outcome.request_id,
+        "status": outcome.status,
+        "internal_reasoning_hash": outcome.parsed.thinking_sha256,
+        "thinking_sections": outcome.thinking_sections(),
+    }
+
+
+def _completion(gateway: Gateway, outcome: Outcome) -> dict[str, Any]:
+    return {
+        "id": f"chatcmpl-{outcome.request_id}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": gateway.model.name,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": outcome.answer},
+                "finish_reason": outcome.finish.reason,
+            }
+        ],
+        "usage": _usage(outcome),
+        "ggufbench": _extension(outcome),
+    }
+
+
+async def _stream(gateway: Gateway, call: Call) -> StreamingResponse | JSONResponse:
+    """Start the generation; a model that fails before its first piece gets a JSON error."""
+    queue: asyncio.Queue[object] = asyncio.Queue()
+    started = asyncio.Event()
+
+    async def produce() -> None:
+        try:
+            queue.put_nowait(await gateway.generate(call, queue.put_nowait, started.set))
+        except GatewayError as exc:
+            queue.put_nowait(exc)
+
+    task = asyncio.create_task(produce())
+    waiter = asyncio.create_task(started.wait())
+    await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+    waiter.cancel()
+    if task.done() and not started.is_set():
+        await task
+        failure = queue.get_nowait()
+        assert isinstance(failure, GatewayError)
+        return _json_error(failure.status, _gateway_error_body(failure), _retry_headers(failure))
+    events = _events(gateway, call, queue, task)
+    return StreamingResponse(
+        events, media_type="text/event-stream", headers={"Cache-Control": "no-store"}
+    )
+
+
+async def _events(
+    gateway: Gateway, call: Call, queue: asyncio.Queue[object], task: asyncio.Task[None]
+) -> AsyncGenerator[str, None]:
+    cid, name = f"chatcmpl-{call.request_id}", gateway.model.name
+    try:
+        yield chunk(cid, name, {"role": "assistant", "content": ""})
+        while True:
+            item = await queue.get()
+            if isinstance(item, str):
+                yield chunk(cid, name, {"content": item})
+            elif isinstance(item, GatewayError):
+                yield sse(_gateway_error_body(item))
+                break
+            elif isinstance(item, Outcome):
+                if len(item.answer) > len(item.released):
+                    yield chunk(cid, name, {"content": item.answer[len(item.released) :]})
+                final = json.loads(chunk(cid, name, {}, item.finish.reason)[6:])
+                final.update(usage=_usage(item), ggufbench=_extension(item))
+                yield sse(final)
+                break
+        yield sse("[DONE]")
+    finally:
+        if not task.done():
+            task.cancel()

@@ -1,0 +1,241 @@
+"""One request from admission to audit row, for every route.
+
+``admit`` applies the rate limit and the concurrency gate; ``generate`` runs
+the model through the thinking parser, writes exactly one audit row whatever
+happens (answered, withheld, failed, cancelled) and only then returns. Failures
+become :class:`GatewayError` with an HTTP status and a fixed sentence: no model
+output is ever part of an error, a log line or an audit row.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Literal
+
+import anyio
+
+from ggufbench.gateway._audit import AuditError, AuditLog, AuditRecord
+from ggufbench.gateway._limits import Gate, RateLimiter
+from ggufbench.gateway._model import Finish, GenParams, ModelClient, ModelFailed, ModelTimeout
+from ggufbench.gateway._settings import WITHHELD_MESSAGE, GatewaySettings
+from ggufbench.thinking import EMPTY_SHA256, Parsed, StreamParser
+
+log = logging.getLogger("ggufbench.gateway")
+
+
+class GatewayError(Exception):
+    """A request that ends in an HTTP error; ``message`` is safe to show and log."""
+
+    def __init__(
+        self, status: int, code: str, message: str, *, retry_after: int | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.retry_after = retry_after
+
+
+@dataclass(frozen=True)
+class Call:
+    """One request as the gateway sees it (the query only as a hash unless stored)."""
+
+    request_id: str
+    route: str
+    key_id: str
+    user_id: str | None
+    query_sha256: str
+    query: str | None
+    params: GenParams
+    when: str  # ISO 8601, UTC
+    started: float = field(default_factory=time.perf_counter)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    request_id: str
+    status: Literal["answered", "withheld"]
+    answer: str  # the final answer, or the fixed withheld message
+    parsed: Parsed
+    finish: Finish
+    released: str  # answer text already sent while streaming
+
+    def thinking_sections(self) -> dict[str, str]:
+        """Section name -> sha256; a repeated name gets ``#2``, ``#3``..."""
+        out: dict[str, str] = {}
+        seen: dict[str, int] = {}
+        for section in self.parsed.sections:
+            seen[section.name] = seen.get(section.name, 0) + 1
+            n = seen[section.name]
+            out[section.name if n == 1 else f"{section.name}#{n}"] = section.sha256
+        return out
+
+
+@dataclass
+class _Run:
+    pieces: int = 0
+    chars: int = 0
+    released: list[str] = field(default_factory=list)
+    finish: Finish | None = None
+
+
+_EMPTY = Parsed(None, (), EMPTY_SHA256, 0, None)
+
+
+class Gateway:
+    def __init__(self, settings: GatewaySettings, model: ModelClient, audit: AuditLog) -> None:
+        self.settings = settings
+        self.model = model
+        self.audit = audit
+        self.fmt = settings.thinking_format
+        self.limiter = RateLimiter(settings.rate_limit_per_minute)
+        limit = min(settings.max_concurrency, model.max_parallel or settings.max_concurrency)
+        self.gate = Gate(limit, settings.max_queue, settings.queue_timeout_s)
+
+    def new_call(
+        self, route: str, key_id: str, user_id: str | None, query: str, params: GenParams
+    ) -> Call:
+        return Call(
+            request_id=uuid.uuid4().hex,
+            route=route,
+            key_id=key_id,
+            user_id=user_id,
+            query_sha256=hashlib.sha256(query.encode("utf-8")).hexdigest(),
+            query=query if self.settings.audit_store_query else None,
+            params=params,
+            when=datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
+        )
+
+    async def admit(self, call: Call) -> None:
+        """Take a generation slot, or audit the refusal and raise 429 / 503."""
+        wait = self.limiter.retry_after(call.key_id)
+        if wait:
+            await self._write(call, "refused", "rate_limited", _EMPTY, _Run())
+            raise GatewayError(
+                429,
+                "rate_limit_exceeded",
+                f"rate limit reached; retry in {wait} s",
+                retry_after=wait,
+            )
+        if not await self.gate.enter():
+            await self._write(call, "refused", "busy", _EMPTY, _Run())
+            raise GatewayError(
+                503, "server_busy", "the gateway is busy; retry later", retry_after=5
+            )
+
+    async def generate(
+        self,
+        call: Call,
+        on_release: Callable[[str], None] | None = None,
+        on_start: Callable[[], None] | None = None,
+    ) -> Outcome:
+        """Run an admitted call; audit it exactly once; return or raise GatewayError."""
+        parser, run = StreamParser(self.fmt), _Run()
+        try:
+            try:
+                with anyio.fail_after(self.settings.request_timeout_s):
+                    await self._consume(call, parser, run, on_release, on_start)
+            except (TimeoutError, ModelTimeout):
+                await self._write(call, "error", "timeout", parser.finish(truncated=True), run)
+                raise GatewayError(504, "timeout", "the model did not answer in time") from None
+            except ModelFailed:
+                await self._write(call, "error", "model_error", parser.finish(truncated=True), run)
+                raise GatewayError(502, "model_error", "the model failed to answer") from None
+            except BaseException:  # cancelled (client gone) or a bug: audited all the same
+                await self._write(call, "error", "cancelled", parser.finish(truncated=True), run)
+                raise
+            return await self._settle(call, parser, run)
+        finally:
+            self.gate.leave()
+
+    async def _consume(
+        self,
+        call: Call,
+        parser: StreamParser,
+        run: _Run,
+        on_release: Callable[[str], None] | None,
+        on_start: Callable[[], None] | None,
+    ) -> None:
+        async for item in self.model.stream(call.params):
+            if on_start is not None:
+                on_start()
+                on_start = None
+            if isinstance(item, Finish):
+                run.finish = item
+                continue
+            run.pieces += 1
+            run.chars += len(item)
+            text = parser.feed(item)
+            if text:
+                run.released.append(text)
+                if on_release is not None:
+                    on_release(text)
+        if run.finish is None:
+            raise ModelFailed("the model stream ended without finishing")
+
+    async def _settle(self, call: Call, parser: StreamParser, run: _Run) -> Outcome:
+        assert run.finish is not None
+        parsed = parser.finish(truncated=run.finish.reason == "length")
+        status: Literal["answered", "withheld"] = (
+            "answered" if parsed.answer is not None else "withheld"
+        )
+        await self._write(call, status, parsed.withheld_reason, parsed, run)
+        answer = parsed.answer if parsed.answer is not None else WITHHELD_MESSAGE
+        return Outcome(call.request_id, status, answer, parsed, run.finish, "".join(run.released))
+
+    async def _write(
+        self, call: Call, status: str, reason: str | None, parsed: Parsed, run: _Run
+    ) -> None:
+        record = self._record(call, status, reason, parsed, run)
+        with anyio.CancelScope(shield=True):
+            try:
+                await anyio.to_thread.run_sync(self.audit.append, record)
+            except AuditError as exc:
+                log.error("request %s not audited: %s", call.request_id, exc)
+                raise GatewayError(
+                    500, "audit_failed", "the audit log could not be written"
+                ) from None
+        log.info(
+            "request %s %s %s%s in %d ms, thinking %d chars sha256 %s",
+            call.request_id, call.route, status, f" ({reason})" if reason else "",
+            record.latency_ms, parsed.thinking_length, parsed.thinking_sha256,
+        )  # fmt: skip
+
+    def _record(
+        self, call: Call, status: str, reason: str | None, parsed: Parsed, run: _Run
+    ) -> AuditRecord:
+        finish = run.finish or Finish("stop")
+        completion = (
+            finish.completion_tokens if finish.completion_tokens is not None else run.pieces
+        )
+        thinking_tokens = round(completion * parsed.thinking_length / run.chars) if run.chars else 0
+        answer = parsed.answer if parsed.answer is not None else "".join(run.released)
+        return AuditRecord(
+            time=call.when,
+            request_id=call.request_id,
+            route=call.route,
+            user_id=call.user_id,
+            api_key_id=call.key_id,
+            model=self.model.identity,
+            status=status,
+            reason=reason,
+            sections=tuple(
+                {"name": s.name, "sha256": s.sha256, "length": s.length, "closed": s.closed}
+                for s in parsed.sections
+            ),
+            thinking_sha256=parsed.thinking_sha256,
+            thinking_chars=parsed.thinking_length,
+            thinking_tokens=thinking_tokens,
+            answer_chars=len(answer),
+            prompt_tokens=finish.prompt_tokens,
+            completion_tokens=completion,
+            query_sha256=call.query_sha256,
+            query=call.query,
+            latency_ms=round((time.perf_counter() - call.started) * 1000),
+        )

@@ -1,0 +1,120 @@
+import json
+from pathlib import Path
+
+import pytest
+
+from ggufbench.config import apply_overrides, load_suite, normalize_runner, parse_suite
+from ggufbench.errors import ConfigError
+from ggufbench.plan import plan
+
+SUITE = """
+name: t
+models:
+  - alias: a
+    path: models/a.gguf
+    baseline: true
+  - alias: b
+    path: /abs/b.gguf
+    runner: llama.cpp
+    thinking: quad
+defaults:
+  runner: gguf
+  n_ctx: 1024
+benchmarks:
+  - lm_eval: {tasks: [hellaswag, gsm8k], limit: 5, include_path: tasks}
+execution: {retries: 1, max_parallel_jobs: 2}
+"""
+
+
+def write(tmp_path: Path, text: str, name: str = "suite.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_suite_parses_and_resolves_paths(tmp_path):
+    suite = load_suite(write(tmp_path, SUITE))
+    assert suite.models[0].path == tmp_path / "models/a.gguf"
+    assert suite.models[1].path == Path("/abs/b.gguf")
+    assert suite.defaults.runner == "llama-cpp"
+    assert suite.models[1].runner == "llama-cpp"
+    assert suite.models[1].thinking == "quad"
+    assert suite.baseline() == "a"
+    kind, spec = suite.benchmark_specs()[0]
+    assert kind == "lm_eval" and spec.include_path == tmp_path / "tasks"
+
+
+@pytest.mark.parametrize("name", ["llama.cpp", "llamacpp", "gguf", "LLAMA-CPP", "llama_cpp"])
+def test_runner_aliases(name):
+    assert normalize_runner(name) == "llama-cpp"
+
+
+def test_unknown_runner_suggests(tmp_path):
+    text = SUITE.replace("runner: llama.cpp", "runner: llamma.cpp")
+    with pytest.raises(ConfigError, match=r"unknown runner 'llamma.cpp'.*did you mean 'llama.cpp'"):
+        load_suite(write(tmp_path, text))
+
+
+def test_broken_yaml_names_line(tmp_path):
+    with pytest.raises(ConfigError, match=r"not valid YAML at line \d+"):
+        load_suite(write(tmp_path, "models: [\n  - alias: a\n   bad"))
+
+
+def test_missing_suite_file(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_suite(tmp_path / "nope.yaml")
+
+
+def test_unknown_field_is_rejected(tmp_path):
+    text = SUITE.replace("baseline: true", "baseline: true\n    colour: red")
+    with pytest.raises(ConfigError, match="colour"):
+        load_suite(write(tmp_path, text))
+
+
+def test_duplicate_alias_and_two_baselines(tmp_path):
+    with pytest.raises(ConfigError, match="used twice"):
+        load_suite(write(tmp_path, SUITE.replace("alias: b", "alias: a")))
+    with pytest.raises(ConfigError, match="baseline"):
+        load_suite(write(tmp_path, SUITE.replace("runner: llama.cpp", "baseline: true")))
+
+
+def test_unknown_benchmark_kind(tmp_path):
+    with pytest.raises(ConfigError, match="did you mean 'lm_eval'"):
+        load_suite(write(tmp_path, SUITE.replace("- lm_eval:", "- lm_evl:")))
+
+
+def test_legacy_json_shape(tmp_path):
+    legacy = {"gguf_models": [
+        {"alias": "q8", "gguf_path": "m/q8.gguf", "ollama_name": "x", "description": "base",
+         "tasks": ["gsm8k", "mmlu"], "batch_size": 4, "n_gpu_layers": 10, "limit": 50, "elyza_limit": 5},
+        {"alias": "q4", "gguf_path": "m/q4.gguf", "tasks": ["gsm8k"], "limit": 50},
+    ]}
+    suite = load_suite(write(tmp_path, json.dumps(legacy), "legacy.json"))
+    assert [m.alias for m in suite.models] == ["q8", "q4"]
+    assert suite.models[0].n_gpu_layers == 10
+    assert suite.models[0].path == tmp_path / "m/q8.gguf"
+    jobs = {j.id for j in plan(suite)}
+    assert jobs == {"q8/gsm8k", "q8/mmlu", "q4/gsm8k", "q8/elyza_tasks_100"}
+
+
+def test_plan_ids_are_stable_and_carry_settings(tmp_path):
+    suite = load_suite(write(tmp_path, SUITE))
+    first, again = plan(suite), plan(suite)
+    assert [j.id for j in first] == ["a/hellaswag", "a/gsm8k", "b/hellaswag", "b/gsm8k"]
+    assert [j.spec for j in first] == [j.spec for j in again]
+    assert first[0].spec["model"]["n_ctx"] == 1024
+    assert first[0].spec["benchmark"]["limit"] == 5
+
+
+def test_overrides(tmp_path):
+    suite = load_suite(write(tmp_path, SUITE))
+    small = apply_overrides(suite, models=["b"], benchmarks=["gsm8k"], limit=2)
+    assert [j.id for j in plan(small)] == ["b/gsm8k"]
+    assert plan(small)[0].spec["benchmark"]["limit"] == 2
+    with pytest.raises(ConfigError, match="did you mean 'a'"):
+        apply_overrides(suite, models=["aa"])
+
+
+def test_not_a_mapping():
+    with pytest.raises(ConfigError, match="mapping"):
+        parse_suite(["x"], Path("."))
