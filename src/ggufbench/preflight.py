@@ -35,13 +35,8 @@ def check(suite: Suite, *, datasets: bool = True, say: Callable[[str], None] = l
 
 
 def _check_models(suite: Suite, report: Report) -> None:
+    from ggufbench.footprint import footprint_bytes
     from ggufbench.gguf_file import sha256_of, validate
-
-    try:
-        from ggufbench.footprint import footprint_bytes
-    except ImportError:  # TEMP until footprint lands
-        def footprint_bytes(info: Any, n_ctx: int) -> int:  # type: ignore[misc]
-            return int(info.size_bytes * 1.2)
 
     for model in suite.models:
         settings = model_settings(suite, model)

@@ -8,6 +8,7 @@ import os
 import sqlite3
 import threading
 from pathlib import Path
+from typing import Any
 
 import gguf
 import numpy as np
@@ -260,9 +261,12 @@ def test_sha256_matches_hashlib_and_is_cached(model: Path, monkeypatch: pytest.M
     expected = hashlib.sha256(model.read_bytes()).hexdigest()
     calls: list[Path] = []
     real_hash = gguf_file._hash_file
-    monkeypatch.setattr(
-        gguf_file, "_hash_file", lambda path, *a: calls.append(path) or real_hash(path, *a)
-    )
+
+    def counting_hash(path: Path, *args: Any) -> str:
+        calls.append(path)
+        return real_hash(path, *args)
+
+    monkeypatch.setattr(gguf_file, "_hash_file", counting_hash)
     assert sha256_of(model) == expected and len(calls) == 1
     assert sha256_of(model) == expected and len(calls) == 1  # a hit
     assert (gguf_file.cache_root() / "sha256.sqlite").is_file()

@@ -20,6 +20,7 @@ from __future__ import annotations
 import codecs
 import ctypes
 import hashlib
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,7 @@ from ggufbench.backends._base import (
     LoglikRequest,
     LoglikResult,
 )
-from ggufbench.errors import BackendError, ModelFileError
+from ggufbench.errors import BackendError, BackendTimeout, ModelFileError
 
 Tokens = tuple[int, ...]
 
@@ -106,6 +107,8 @@ class LlamaCppBackend:
         )
         self.last_finish_reason = "stop"
         self.last_n_tokens = 0
+        # Seconds one generation may take; the caller sets it from measured speed.
+        self.time_limit_s: float | None = None
 
     def close(self) -> None:
         if self._batch is not None:
@@ -251,7 +254,12 @@ class LlamaCppBackend:
         rng = np.random.default_rng(request.seed)
         pos = len(prompt)
         limit = min(request.max_tokens, self.n_ctx - pos)
+        give_up = time.monotonic() + self.time_limit_s if self.time_limit_s else None
         for _ in range(limit):
+            if give_up is not None and time.monotonic() > give_up:
+                raise BackendTimeout(
+                    f"generation on {self.path.name} took longer than {self.time_limit_s:.0f} s"
+                )
             tok = self._pick(logits, request, rng)
             if self._lib.llama_vocab_is_eog(self._vocab, tok):
                 return

@@ -49,7 +49,7 @@ def run(ctx: JobContext) -> dict[str, Any]:
     counts = ctx.cached.counts
     return {
         "metrics": metrics_of(out, ctx.name),
-        "n_samples": len(samples),
+        "n_samples": len({(s["task"], s["doc_id"]) for s in samples}),
         "wall_s": round(wall, 3),
         "requests": {"total": counts.total, "computed": counts.computed,
                      "from_cache": counts.from_cache},
@@ -86,6 +86,7 @@ def _samples(by_task: dict[str, list[dict[str, Any]]], lm: GgufbenchLM) -> list[
             row: dict[str, Any] = {
                 "task": task,
                 "doc_id": s.get("doc_id"),
+                "filter": s.get("filter"),
                 "target": s.get("target"),
                 "output": s.get("filtered_resps"),
                 "resps": s.get("resps"),

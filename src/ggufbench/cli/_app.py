@@ -37,7 +37,7 @@ def _register() -> None:
 
 def fail(exc: GgufbenchError) -> None:
     """Print a user error as one sentence and exit with its code."""
-    err.print(f"[bold red]error:[/] {exc}", highlight=False)
+    err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
     raise SystemExit(exc.exit_code)
 
 

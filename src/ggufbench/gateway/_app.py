@@ -94,8 +94,12 @@ def _json_error(
     return JSONResponse(body, status_code=status, headers=headers)
 
 
+_TYPE_TAGS = frozenset({"body", "str", "int", "float", "bool"})
+
+
 def _field(loc: tuple[Any, ...]) -> str:
-    parts = [p for p in loc if p != "body"]
+    """``messages[0].content`` from pydantic's loc, without union-member tags."""
+    parts = [p for p in loc if isinstance(p, int) or (p.isidentifier() and p not in _TYPE_TAGS)]
     text = ""
     for part in parts:
         text += f"[{part}]" if isinstance(part, int) else f".{part}" if text else str(part)
@@ -133,8 +137,11 @@ def _gateway_error_body(exc: GatewayError) -> dict[str, Any]:
     return error_body(exc.message, kind, exc.code)
 
 
-def _retry_headers(exc: GatewayError) -> dict[str, str] | None:
-    return {"Retry-After": str(exc.retry_after)} if exc.retry_after else None
+def _retry_headers(exc: GatewayError) -> dict[str, str]:
+    headers = {"X-Request-Id": exc.request_id}
+    if exc.retry_after:
+        headers["Retry-After"] = str(exc.retry_after)
+    return headers
 
 
 class BodyLimit:

@@ -10,7 +10,6 @@ cancelled and its thread is still finishing.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import threading
 from collections.abc import AsyncIterator, Callable
@@ -22,14 +21,6 @@ from ggufbench.errors import GgufbenchError
 from ggufbench.gateway._model import Finish, GenParams, ModelFailed
 
 log = logging.getLogger("ggufbench.gateway")
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 class LocalModel:
@@ -49,8 +40,10 @@ class LocalModel:
     ) -> LocalModel:
         """Load a GGUF file; a bad file raises :class:`ModelFileError` naming it."""
         from ggufbench.backends.llama_cpp import LlamaCppBackend
+        from ggufbench.gguf_file import sha256_of, validate
 
-        identity = f"sha256:{file_sha256(path)} {path.name}"
+        validate(path)
+        identity = f"sha256:{sha256_of(path)} {path.name}"
         backend = LlamaCppBackend(
             path, n_ctx=n_ctx, n_gpu_layers=n_gpu_layers, n_threads=n_threads, identity=identity
         )

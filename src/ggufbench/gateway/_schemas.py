@@ -36,10 +36,15 @@ class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     role: Literal["system", "developer", "user", "assistant"]
-    content: (
-        Annotated[str, Field(max_length=MAX_MESSAGE_CHARS)]
-        | Annotated[list[TextPart], Field(max_length=MAX_MESSAGES)]
-    )
+    content: str | Annotated[list[TextPart], Field(max_length=MAX_MESSAGES)]
+
+    @field_validator("content")
+    @classmethod
+    def _size(cls, content: str | list[TextPart]) -> str | list[TextPart]:
+        size = len(content) if isinstance(content, str) else sum(len(p.text) for p in content)
+        if size > MAX_MESSAGE_CHARS:
+            raise ValueError(f"a message holds at most {MAX_MESSAGE_CHARS} characters")
+        return content
 
     def text(self) -> str:
         if isinstance(self.content, str):

@@ -33,12 +33,13 @@ class GatewayError(Exception):
     """A request that ends in an HTTP error; ``message`` is safe to show and log."""
 
     def __init__(
-        self, status: int, code: str, message: str, *, retry_after: int | None = None
+        self, status: int, code: str, message: str, call: Call, retry_after: int | None = None
     ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
+        self.request_id = call.request_id
         self.retry_after = retry_after
 
 
@@ -117,17 +118,11 @@ class Gateway:
         wait = self.limiter.retry_after(call.key_id)
         if wait:
             await self._write(call, "refused", "rate_limited", _EMPTY, _Run())
-            raise GatewayError(
-                429,
-                "rate_limit_exceeded",
-                f"rate limit reached; retry in {wait} s",
-                retry_after=wait,
-            )
+            message = f"rate limit reached; retry in {wait} s"
+            raise GatewayError(429, "rate_limit_exceeded", message, call, wait)
         if not await self.gate.enter():
             await self._write(call, "refused", "busy", _EMPTY, _Run())
-            raise GatewayError(
-                503, "server_busy", "the gateway is busy; retry later", retry_after=5
-            )
+            raise GatewayError(503, "server_busy", "the gateway is busy; retry later", call, 5)
 
     async def generate(
         self,
@@ -143,10 +138,12 @@ class Gateway:
                     await self._consume(call, parser, run, on_release, on_start)
             except (TimeoutError, ModelTimeout):
                 await self._write(call, "error", "timeout", parser.finish(truncated=True), run)
-                raise GatewayError(504, "timeout", "the model did not answer in time") from None
+                message = "the model did not answer in time"
+                raise GatewayError(504, "timeout", message, call) from None
             except ModelFailed:
                 await self._write(call, "error", "model_error", parser.finish(truncated=True), run)
-                raise GatewayError(502, "model_error", "the model failed to answer") from None
+                message = "the model failed to answer"
+                raise GatewayError(502, "model_error", message, call) from None
             except BaseException:  # cancelled (client gone) or a bug: audited all the same
                 await self._write(call, "error", "cancelled", parser.finish(truncated=True), run)
                 raise
@@ -198,9 +195,8 @@ class Gateway:
                 await anyio.to_thread.run_sync(self.audit.append, record)
             except AuditError as exc:
                 log.error("request %s not audited: %s", call.request_id, exc)
-                raise GatewayError(
-                    500, "audit_failed", "the audit log could not be written"
-                ) from None
+                message = "the audit log could not be written"
+                raise GatewayError(500, "audit_failed", message, call) from None
         log.info(
             "request %s %s %s%s in %d ms, thinking %d chars sha256 %s",
             call.request_id, call.route, status, f" ({reason})" if reason else "",

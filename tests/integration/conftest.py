@@ -1,0 +1,48 @@
+"""Integration fixtures: the real SmolLM2 model and the real ggufbench command."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ggufbench.data import demo_tasks_path
+from ggufbench.testmodels import smollm2_path
+
+
+@pytest.fixture(scope="session")
+def smollm2() -> Path:
+    return smollm2_path()
+
+
+@pytest.fixture(scope="session")
+def tasks_dir() -> Path:
+    return demo_tasks_path()
+
+
+def ggufbench(*args: str, cwd: Path | None = None, timeout: float = 600,
+              **popen: object) -> subprocess.CompletedProcess[str]:
+    """Run the real command line, as a user would."""
+    env = dict(os.environ, COLUMNS="200", HF_DATASETS_OFFLINE="1", HF_HUB_OFFLINE="1")
+    return subprocess.run([sys.executable, "-m", "ggufbench", *args], capture_output=True,
+                          text=True, cwd=cwd, timeout=timeout, env=env, check=False)
+
+
+def suite_text(models: list[tuple[str, Path]], tasks: list[str], tasks_dir: Path, root: Path,
+               limit: int = 3, extra: str = "") -> str:
+    lines = ["name: it", f"output_root: {root}", "models:"]
+    for alias, path in models:
+        lines += [f"  - alias: {alias}", f"    path: {path}"]
+    lines += ["defaults: {runner: llama.cpp, n_ctx: 2048}", "benchmarks:",
+              f"  - lm_eval: {{tasks: [{', '.join(tasks)}], limit: {limit}, include_path: {tasks_dir}}}"]
+    return "\n".join(lines) + "\n" + extra
+
+
+def read_samples(run_dir: Path) -> dict[str, list[str]]:
+    out = {}
+    for path in sorted((run_dir / "samples").rglob("*.jsonl")):
+        out[str(path.relative_to(run_dir))] = path.read_text().splitlines()
+    return out
