@@ -83,8 +83,7 @@ class CachedBackend:
             group=lambda p: p["context"],
             units=lambda p: len(p["context"]) + len(p["continuation"]),
             compute=lambda ps: [
-                asdict(r)
-                for r in self.backend.loglikelihood([LoglikRequest(**p) for p in ps])
+                asdict(r) for r in self.backend.loglikelihood([LoglikRequest(**p) for p in ps])
             ],
         )
         return [LoglikResult(**a) for a in answers]

@@ -188,14 +188,17 @@ class Suite(_Frozen):
 
 def _legacy(data: dict[str, Any]) -> dict[str, Any]:
     """Read the legacy ``{"gguf_models": [...]}`` shape as a suite."""
-    models, groups = [], {}
+    models: list[dict[str, Any]] = []
+    groups: dict[tuple[tuple[str, ...], Any], list[str]] = {}
     for entry in data["gguf_models"]:
-        models.append({
-            "alias": entry["alias"],
-            "path": entry.get("gguf_path"),
-            "description": entry.get("description"),
-            "n_gpu_layers": entry.get("n_gpu_layers"),
-        })
+        models.append(
+            {
+                "alias": entry["alias"],
+                "path": entry.get("gguf_path"),
+                "description": entry.get("description"),
+                "n_gpu_layers": entry.get("n_gpu_layers"),
+            }
+        )
         key = (tuple(entry.get("tasks") or ()), entry.get("limit"))
         if key[0]:
             groups.setdefault(key, []).append(entry["alias"])
@@ -206,7 +209,9 @@ def _legacy(data: dict[str, Any]) -> dict[str, Any]:
     elyza = [e for e in data["gguf_models"] if e.get("elyza_limit")]
     if elyza:
         limit = max(int(e["elyza_limit"]) for e in elyza)
-        benchmarks.append({"elyza_tasks_100": {"limit": limit, "models": [e["alias"] for e in elyza]}})
+        benchmarks.append(
+            {"elyza_tasks_100": {"limit": limit, "models": [e["alias"] for e in elyza]}}
+        )
     clean = [{k: v for k, v in m.items() if v is not None} for m in models]
     return {"name": data.get("name", "legacy"), "models": clean, "benchmarks": benchmarks}
 
@@ -235,7 +240,9 @@ def parse_suite(data: Any, base_dir: Path, source: str = "suite") -> Suite:
     for _, spec in specs:
         for alias in spec.models or ():
             if alias not in known:
-                raise ConfigError(f"{source}: benchmark names model '{alias}', which is not in models")
+                raise ConfigError(
+                    f"{source}: benchmark names model '{alias}', which is not in models"
+                )
     return _resolve_paths(suite, base_dir)
 
 
@@ -257,7 +264,9 @@ def _resolve_paths(suite: Suite, base: Path) -> Suite:
             body["dataset"] = str(fix(Path(body["dataset"])))
         benchmarks.append({kind: body})
     root = fix(suite.output_root)
-    return suite.model_copy(update={"models": models, "benchmarks": benchmarks, "output_root": root})
+    return suite.model_copy(
+        update={"models": models, "benchmarks": benchmarks, "output_root": root}
+    )
 
 
 def _looks_local(dataset: Any) -> bool:
@@ -310,7 +319,9 @@ def apply_overrides(
             body["limit"] = int(limit) if float(limit).is_integer() else limit
         items.append({kind: body})
     if not items:
-        raise ConfigError(f"--benchmarks {','.join(benchmarks or [])} matches no benchmark in the suite")
+        raise ConfigError(
+            f"--benchmarks {','.join(benchmarks or [])} matches no benchmark in the suite"
+        )
     update["benchmarks"] = items
     return suite.model_copy(update=update)
 

@@ -2,8 +2,9 @@
 
 lm-eval's own evaluator builds the requests, applies filters and computes the
 metrics; this class only answers requests. For thinking models the generated
-text is split by the one thinking parser, lm-eval sees only the final answer,
-and the thinking is kept as hashes and lengths for the samples.
+text was split by the one thinking parser before it reached the cache
+(``backends.thinking``): lm-eval sees only the final answer, and the thinking's
+hashes and lengths are kept for the samples.
 """
 
 from __future__ import annotations
@@ -20,10 +21,9 @@ DEFAULT_MAX_GEN_TOKS = 256
 
 
 class GgufbenchLM(LM):
-    def __init__(self, cached: CachedBackend, thinking: Any = "none") -> None:
+    def __init__(self, cached: CachedBackend) -> None:
         super().__init__()
         self.cached = cached
-        self.thinking = thinking
         # prompt sha256 -> thinking record (hashes and lengths only), for samples
         self.thinking_records: dict[str, dict[str, Any]] = {}
 
@@ -36,46 +36,33 @@ class GgufbenchLM(LM):
 
     def generate_until(self, requests: list[Any]) -> list[str]:
         reqs = [self._gen_request(*instance.args) for instance in requests]
-        results = self.cached.generate([r for r, _ in reqs])
-        return [
-            self._answer(req.prompt, result.text, result.finish_reason == "length", until)
-            for (req, until), result in zip(reqs, results, strict=True)
-        ]
+        results = self.cached.generate(reqs)
+        for req, result in zip(reqs, results, strict=True):
+            if result.thinking is not None:
+                key = hashlib.sha256(req.prompt.encode("utf-8")).hexdigest()
+                self.thinking_records[key] = result.thinking
+        return [r.text for r in results]
 
-    def _gen_request(self, context: str, gen_kwargs: dict[str, Any]) -> tuple[GenRequest, tuple[str, ...]]:
+    @staticmethod
+    def _gen_request(context: str, gen_kwargs: dict[str, Any]) -> GenRequest:
         kwargs = dict(gen_kwargs or {})
         until = kwargs.pop("until", None) or ()
         if isinstance(until, str):
             until = (until,)
-        until = tuple(s for s in until if s)
         max_tokens = int(kwargs.pop("max_gen_toks", DEFAULT_MAX_GEN_TOKS))
         sample = bool(kwargs.get("do_sample")) and float(kwargs.get("temperature", 0) or 0) > 0
         temperature = float(kwargs.get("temperature", 0) or 0) if sample else 0.0
-        # A thinking model's stops apply to its answer, not to its thinking.
-        stop = () if self.thinking != "none" else until
-        req = GenRequest(prompt=context, max_tokens=max_tokens, stop=stop, temperature=temperature,
-                         top_p=float(kwargs.get("top_p", 1.0) or 1.0))
-        return req, until
+        return GenRequest(
+            prompt=context,
+            max_tokens=max_tokens,
+            stop=tuple(s for s in until if s),
+            temperature=temperature,
+            top_p=float(kwargs.get("top_p", 1.0) or 1.0),
+        )
 
-    def _answer(self, prompt: str, text: str, truncated: bool, until: tuple[str, ...]) -> str:
-        if self.thinking == "none":
-            return text
-        from ggufbench.thinking import parse, thinking_format
-
-        parsed = parse(text, thinking_format(self.thinking), truncated=truncated)
-        key = hashlib.sha256(prompt.encode("utf-8")).hexdigest()
-        self.thinking_records[key] = {
-            "thinking_sha256": parsed.thinking_sha256,
-            "thinking_length": parsed.thinking_length,
-            "sections": {s.name: s.sha256 for s in parsed.sections},
-            "withheld_reason": parsed.withheld_reason,
-        }
-        answer = parsed.answer or ""
-        for stop in until:
-            answer = answer.split(stop)[0]
-        return answer
-
-    def apply_chat_template(self, chat_history: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
+    def apply_chat_template(
+        self, chat_history: list[dict[str, str]], add_generation_prompt: bool = True
+    ) -> str:
         messages = [(m["role"], m["content"]) for m in chat_history]
         return self.cached.backend.apply_chat_template(messages)
 

@@ -54,8 +54,9 @@ def resume_run(path: Path, console: Console) -> int:
     return drive(run, suite, report, console, retry_failed=True)
 
 
-def drive(run: RunDir, suite: Suite, report: Report, console: Console, *,
-          retry_failed: bool = False) -> int:
+def drive(
+    run: RunDir, suite: Suite, report: Report, console: Console, *, retry_failed: bool = False
+) -> int:
     run.lock()
     ledger = Ledger(run.ledger, create=True)
     owner = ledger.claim()

@@ -24,7 +24,9 @@ class Report:
     footprints: dict[str, int] = field(default_factory=dict)
 
 
-def check(suite: Suite, *, datasets: bool = True, say: Callable[[str], None] = lambda s: None) -> Report:
+def check(
+    suite: Suite, *, datasets: bool = True, say: Callable[[str], None] = lambda s: None
+) -> Report:
     report = Report()
     say("checking model files")
     _check_models(suite, report)
@@ -45,8 +47,11 @@ def _check_models(suite: Suite, report: Report) -> None:
                 report.problems.append(
                     f"model '{model.alias}' uses runner openai; set its base_url and model"
                 )
-            report.models[model.alias] = {"runner": "openai", "base_url": model.base_url,
-                                          "model": model.model}
+            report.models[model.alias] = {
+                "runner": "openai",
+                "base_url": model.base_url,
+                "model": model.model,
+            }
             continue
         if model.path is None:
             report.problems.append(f"model '{model.alias}' has no path; set path to its .gguf file")

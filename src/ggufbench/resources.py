@@ -51,7 +51,10 @@ def nvidia_gpus() -> tuple[Gpu, ...]:
     try:
         out = subprocess.run(
             [exe, query, "--format=csv,noheader,nounits"],
-            capture_output=True, text=True, timeout=10, check=True,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
         ).stdout
     except (OSError, subprocess.SubprocessError):
         return ()

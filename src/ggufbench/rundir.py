@@ -46,9 +46,13 @@ class RunDir:
         try:
             return dict(json.loads(self.run_json.read_text(encoding="utf-8")))
         except FileNotFoundError:
-            raise LedgerError(f"{self.path} is not a ggufbench run directory (no run.json)") from None
+            raise LedgerError(
+                f"{self.path} is not a ggufbench run directory (no run.json)"
+            ) from None
         except json.JSONDecodeError as exc:
-            raise LedgerError(f"{self.run_json} is damaged ({exc}); restore it or start a new run") from None
+            raise LedgerError(
+                f"{self.run_json} is damaged ({exc}); restore it or start a new run"
+            ) from None
 
     def update_meta(self, **fields: Any) -> None:
         data = self.meta()
@@ -91,7 +95,9 @@ class RunDir:
 
 def write_json(path: Path, data: Any) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
+    tmp.write_text(
+        json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8"
+    )
     os.replace(tmp, path)
 
 
@@ -133,13 +139,16 @@ def create_run(suite: Suite) -> RunDir:
             path = root / f"{suite.name}-{stamp}-{n}"
     (path / "logs").mkdir()
     (path / "suite.yaml").write_text(text, encoding="utf-8")
-    write_json(path / "run.json", {
-        "id": path.name,
-        "created": dt.datetime.now(dt.timezone.utc).isoformat(),
-        "status": "running",
-        "suite_sha256": digest,
-        "environment": environment(),
-    })
+    write_json(
+        path / "run.json",
+        {
+            "id": path.name,
+            "created": dt.datetime.now(dt.timezone.utc).isoformat(),
+            "status": "running",
+            "suite_sha256": digest,
+            "environment": environment(),
+        },
+    )
     return RunDir(path)
 
 

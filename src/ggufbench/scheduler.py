@@ -51,7 +51,9 @@ class Settings:
     footprints: dict[str, int] = field(default_factory=dict)  # by model alias
     wants_gpu: dict[str, bool] = field(default_factory=dict)
     # The worker program; tests put a scripted fake worker here.
-    worker_cmd: list[str] = field(default_factory=lambda: [sys.executable, "-m", "ggufbench.worker"])
+    worker_cmd: list[str] = field(
+        default_factory=lambda: [sys.executable, "-m", "ggufbench.worker"]
+    )
 
 
 Listener = Callable[[str, dict[str, Any]], None]
@@ -59,7 +61,12 @@ Listener = Callable[[str, dict[str, Any]], None]
 
 class Scheduler:
     def __init__(
-        self, run: RunDir, ledger: Ledger, owner: str, machine: Machine, settings: Settings,
+        self,
+        run: RunDir,
+        ledger: Ledger,
+        owner: str,
+        machine: Machine,
+        settings: Settings,
         listener: Listener | None = None,
     ) -> None:
         self.run = run
@@ -118,16 +125,23 @@ class Scheduler:
         attempt = self.ledger.start_attempt(job.id, self.owner, "")
         log = self.run.log_path(job.id, attempt)
         log.parent.mkdir(parents=True, exist_ok=True)
-        cmd = [*self.settings.worker_cmd, str(self.run.path), job.id, self.owner,
-               "--threads", str(threads)]
+        cmd = [
+            *self.settings.worker_cmd,
+            str(self.run.path),
+            job.id,
+            self.owner,
+            "--threads",
+            str(threads),
+        ]
         if self.settings.request_timeout_s:
             cmd += ["--request-timeout", str(self.settings.request_timeout_s)]
         env = dict(os.environ, PYTHONUNBUFFERED="1", TOKENIZERS_PARALLELISM="false")
         if gpu is not None:
             env["CUDA_VISIBLE_DEVICES"] = str(gpu)
         with open(log, "ab") as fh:
-            proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env,
-                                    stdin=subprocess.DEVNULL)
+            proc = subprocess.Popen(
+                cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, stdin=subprocess.DEVNULL
+            )
         self.ledger.db.execute(
             "UPDATE attempts SET pid=?, log=? WHERE job_id=? AND n=?",
             (proc.pid, str(log.relative_to(self.run.path)), job.id, attempt),
@@ -158,7 +172,7 @@ class Scheduler:
             if limit and now - run.started > limit:
                 reason = f"the attempt ran past job_timeout_s={limit:g} and was stopped"
             elif job.deadline and now > job.deadline:
-                reason = "a request ran past its deadline (the backend hung or is too slow) and was stopped"
+                reason = "a request ran past its deadline (the backend hung or is too slow)"
             else:
                 continue
             _kill(run.proc)
@@ -176,7 +190,9 @@ class Scheduler:
         delay = min(BACKOFF_MAX_S, BACKOFF_BASE_S * 2 ** (failures - 1))
         self.not_before[job_id] = time.time() + delay
         self.ledger.update_job(job_id, status="pending", error=reason)
-        self.listen("retry", {"job": job_id, "attempt": run.attempt, "error": reason, "delay": delay})
+        self.listen(
+            "retry", {"job": job_id, "attempt": run.attempt, "error": reason, "delay": delay}
+        )
 
     def _release(self, job_id: str) -> None:
         run = self.running.pop(job_id)
@@ -208,7 +224,7 @@ def _kill(proc: subprocess.Popen[bytes]) -> None:
 def _reason(code: int, log: Path) -> tuple[str, bool]:
     """Why a worker ended badly, and whether retrying cannot help."""
     tail = _log_tail(log)
-    said = [line[len(ERROR_PREFIX):] for line in tail if line.startswith(ERROR_PREFIX)]
+    said = [line[len(ERROR_PREFIX) :] for line in tail if line.startswith(ERROR_PREFIX)]
     if code == EXIT_USER_ERROR and said:
         return said[-1], True
     if code == EXIT_NOT_OWNER:
@@ -216,7 +232,9 @@ def _reason(code: int, log: Path) -> tuple[str, bool]:
     if said:
         return said[-1], False
     if code < 0:
-        name = signal.Signals(-code).name if -code in signal.Signals._value2member_map_ else str(-code)
+        name = (
+            signal.Signals(-code).name if -code in signal.Signals._value2member_map_ else str(-code)
+        )
         hint = " (out of memory?)" if name == "SIGKILL" else ""
         return f"the worker died from {name}{hint}", False
     last = next((line for line in reversed(tail) if line.strip()), "no output")

@@ -19,25 +19,34 @@ def snapshot(run: RunDir, ledger: Ledger, run_status: str, live: bool) -> dict[s
         last = attempts.get((job.id, job.attempts))
         if status == "running" and not live:
             status = "interrupted"  # its driver is gone, so is its worker
-        jobs.append({
-            "id": job.id,
-            "model": job.model,
-            "benchmark": job.benchmark,
-            "status": status,
-            "attempts": job.attempts,
-            "done": job.done,
-            "total": job.total,
-            "heartbeat": job.heartbeat,
-            "pid": last["pid"] if last and status == "running" else None,
-            "error": job.error,
-        })
+        jobs.append(
+            {
+                "id": job.id,
+                "model": job.model,
+                "benchmark": job.benchmark,
+                "status": status,
+                "attempts": job.attempts,
+                "done": job.done,
+                "total": job.total,
+                "heartbeat": job.heartbeat,
+                "pid": last["pid"] if last and status == "running" else None,
+                "error": job.error,
+            }
+        )
     counts: dict[str, int] = {}
     for job_row in jobs:
-        counts[job_row["status"]] = counts.get(job_row["status"], 0) + 1
+        key = str(job_row["status"])
+        counts[key] = counts.get(key, 0) + 1
     if run_status == "running" and not live:
         run_status = "interrupted"
-    return {"run_id": run.path.name, "status": run_status, "live": live,
-            "updated": time.time(), "counts": counts, "jobs": jobs}
+    return {
+        "run_id": run.path.name,
+        "status": run_status,
+        "live": live,
+        "updated": time.time(),
+        "counts": counts,
+        "jobs": jobs,
+    }
 
 
 class StatusWriter:
@@ -51,7 +60,9 @@ class StatusWriter:
     def maybe_write(self, run_status: str = "running", force: bool = False) -> None:
         now = time.monotonic()
         if force or now - self.last >= WRITE_EVERY_S:
-            write_json(self.run.path / "status.json", snapshot(self.run, self.ledger, run_status, True))
+            write_json(
+                self.run.path / "status.json", snapshot(self.run, self.ledger, run_status, True)
+            )
             self.last = now
 
 

@@ -53,8 +53,9 @@ class ProgressView:
         self.progress.__enter__()
         return self
 
-    def __exit__(self, et: type[BaseException] | None, e: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.refresh()
         self.progress.__exit__(et, e, tb)
 
@@ -65,8 +66,12 @@ class ProgressView:
             if job.id not in self.tasks:
                 self.tasks[job.id] = self.progress.add_task(job.id, total=job.total or None)
             task = self.tasks[job.id]
-            self.progress.update(task, completed=job.done, total=job.total or None,
-                                 description=f"{job.id} [{job.status}]")
+            self.progress.update(
+                task,
+                completed=job.done,
+                total=job.total or None,
+                description=f"{job.id} [{job.status}]",
+            )
 
     def event(self, kind: str, data: dict[str, Any]) -> None:
         job, attempt = data.get("job"), data.get("attempt")

@@ -6,8 +6,9 @@ its orchestrator dies (its parent changes), and every write it makes is checked
 against the run's owner token, so it can never write into a run that another
 process has taken over.
 
-Exit codes: 0 done, 3 an error retrying cannot fix (last line 'ggufbench-error: ...'),
-4 no longer the run's owner, 5 a backend error worth retrying, 130 interrupted, anything else a crash.
+Exit codes: 0 done; 3 an error retrying cannot fix (last line 'ggufbench-error: ...');
+4 no longer the run's owner; 5 a backend error worth retrying; 130 interrupted;
+anything else a crash.
 """
 
 from __future__ import annotations
@@ -37,6 +38,19 @@ def _watch_parent(parent: int) -> None:
 
 
 def make_backend(model: dict[str, Any], threads: int | None) -> Any:
+    """The model's backend; for thinking models wrapped so only answers come out."""
+    from ggufbench.thinking import thinking_format
+
+    backend = _raw_backend(model, threads)
+    fmt = thinking_format(model.get("thinking"))
+    if fmt.style == "none":
+        return backend
+    from ggufbench.backends.thinking import ThinkingBackend
+
+    return ThinkingBackend(backend, fmt)
+
+
+def _raw_backend(model: dict[str, Any], threads: int | None) -> Any:
     from ggufbench.gguf_file import sha256_of
 
     if model["runner"] == "llama-cpp":
@@ -55,11 +69,15 @@ def make_backend(model: dict[str, Any], threads: int | None) -> Any:
     if model["runner"] == "openai":
         from ggufbench.backends.openai_http import OpenAIBackend
 
-        return OpenAIBackend(model["base_url"], model["model"], api_key_env=model.get("api_key_env"))
+        return OpenAIBackend(
+            model["base_url"], model["model"], api_key_env=model.get("api_key_env")
+        )
     raise ValueError(f"unknown runner {model['runner']}")
 
 
-def run_job(run_dir: Path, job_id: str, owner: str, threads: int | None, timeout: float | None) -> None:
+def run_job(
+    run_dir: Path, job_id: str, owner: str, threads: int | None, timeout: float | None
+) -> None:
     from ggufbench.benchmarks import run_benchmark
     from ggufbench.benchmarks._job import JobContext
     from ggufbench.cached import CachedBackend, Timing
@@ -89,14 +107,21 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     threading.Thread(target=_watch_parent, args=(os.getppid(),), daemon=True).start()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(130))
+    from ggufbench.backends._base import NotSupported
     from ggufbench.errors import BackendError, GgufbenchError
     from ggufbench.ledger import NotOwner
 
     try:
         run_job(args.run_dir, args.job_id, args.owner, args.threads, args.request_timeout)
     except NotOwner:
-        print(f"{ERROR_PREFIX}another process now drives this run; this worker stopped", file=sys.stderr)
+        print(
+            f"{ERROR_PREFIX}another process now drives this run; this worker stopped",
+            file=sys.stderr,
+        )
         return EXIT_NOT_OWNER
+    except NotSupported as exc:  # the backend cannot do this task: retrying will not help
+        print(f"{ERROR_PREFIX}{exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
     except BackendError as exc:  # may pass: retried
         traceback.print_exc()
         print(f"{ERROR_PREFIX}{exc}", file=sys.stderr)

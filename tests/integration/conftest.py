@@ -23,21 +23,38 @@ def tasks_dir() -> Path:
     return demo_tasks_path()
 
 
-def ggufbench(*args: str, cwd: Path | None = None, timeout: float = 600,
-              **popen: object) -> subprocess.CompletedProcess[str]:
+def ggufbench(
+    *args: str, cwd: Path | None = None, timeout: float = 600, **popen: object
+) -> subprocess.CompletedProcess[str]:
     """Run the real command line, as a user would."""
     env = dict(os.environ, COLUMNS="200", HF_DATASETS_OFFLINE="1", HF_HUB_OFFLINE="1")
-    return subprocess.run([sys.executable, "-m", "ggufbench", *args], capture_output=True,
-                          text=True, cwd=cwd, timeout=timeout, env=env, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "ggufbench", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=timeout,
+        env=env,
+        check=False,
+    )
 
 
-def suite_text(models: list[tuple[str, Path]], tasks: list[str], tasks_dir: Path, root: Path,
-               limit: int = 3, extra: str = "") -> str:
+def suite_text(
+    models: list[tuple[str, Path]],
+    tasks: list[str],
+    tasks_dir: Path,
+    root: Path,
+    limit: int = 3,
+    extra: str = "",
+) -> str:
     lines = ["name: it", f"output_root: {root}", "models:"]
     for alias, path in models:
         lines += [f"  - alias: {alias}", f"    path: {path}"]
-    lines += ["defaults: {runner: llama.cpp, n_ctx: 2048}", "benchmarks:",
-              f"  - lm_eval: {{tasks: [{', '.join(tasks)}], limit: {limit}, include_path: {tasks_dir}}}"]
+    lines += [
+        "defaults: {runner: llama.cpp, n_ctx: 2048}",
+        "benchmarks:",
+        f"  - lm_eval: {{tasks: [{', '.join(tasks)}], limit: {limit}, include_path: {tasks_dir}}}",
+    ]
     return "\n".join(lines) + "\n" + extra
 
 

@@ -106,6 +106,7 @@ CASES: dict[str, Case] = {
 }  # fmt: skip
 
 FAILURES = ("http500", "malformed", "dropped", "error_event", "hang")
+LATE = {"late_drop": "<final>kept</final><think>ZQX then the stream dies", "slow_tail": ""}
 
 
 # --- the scripted fake upstream ------------------------------------------------
@@ -159,6 +160,14 @@ class _Upstream(BaseHTTPRequestHandler):
         if name == "hang":
             self._event(self._delta("<think>ZQX slow"))
             time.sleep(3)
+            return
+        if name == "late_drop":
+            self._event(self._delta(LATE[name]))
+            return
+        if name == "slow_tail":
+            self._event(self._delta("<final>first</final>"))
+            time.sleep(1.0)
+            self._event(self._delta("<think>ZQX late</think>", "stop"))
             return
         if name in ("malformed", "dropped", "error_event"):
             self._event(self._delta("<think>ZQX before the failure"))
@@ -412,19 +421,42 @@ def test_upstream_failures_are_openai_errors_without_output(
 ) -> None:
     body = {"messages": [{"role": "user", "content": f"case:{name}"}], "stream": stream}
     resp = httpx.post(f"{gateway.url}/v1/chat/completions", json=body, headers=AUTH, timeout=10)
-    expected = 504 if name == "hang" else 502
-    if stream and resp.status_code == 200:  # failed after the first piece: an SSE error event
-        _, events = read_sse(resp.text)
-        assert events[-1]["error"]["code"] == ("timeout" if name == "hang" else "model_error")
-    else:
-        assert resp.status_code == expected
-        assert resp.json()["error"]["code"] in ("timeout", "model_error")
-        request_id = resp.headers["x-request-id"]
-        (row,) = [r for r in gateway.rows() if r["request_id"] == request_id]
-        assert row["status"] == "error"
-        if name != "http500":
-            assert row["sections"][0]["sha256"] == sha(_failure_thinking(name))
+    assert resp.status_code == (504 if name == "hang" else 502)
+    assert resp.headers["content-type"] == "application/json"
+    assert resp.json()["error"]["code"] == ("timeout" if name == "hang" else "model_error")
+    (row,) = [r for r in gateway.rows() if r["request_id"] == resp.headers["x-request-id"]]
+    assert row["status"] == "error" and row["answer_chars"] == 0
+    if name != "http500":  # the thinking seen before the failure is still hashed
+        assert row["sections"][0]["sha256"] == sha(_failure_thinking(name))
     assert_no_thinking(resp.content, caplog.text, gateway.db_bytes())
+
+
+def test_failure_after_the_answer_is_an_sse_error(gateway: Gateway) -> None:
+    body = {"messages": [{"role": "user", "content": "case:late_drop"}], "stream": True}
+    resp = httpx.post(f"{gateway.url}/v1/chat/completions", json=body, headers=AUTH, timeout=10)
+    content, events = read_sse(resp.text)
+    assert resp.status_code == 200 and content == "kept"
+    assert events[-1]["error"]["code"] == "model_error"
+    (row,) = [r for r in gateway.rows() if r["reason"] == "model_error" and r["answer_chars"]]
+    assert row["status"] == "error" and row["answer_chars"] == 4
+    assert row["sections"][0]["sha256"] == sha("ZQX then the stream dies")
+    assert_no_thinking(resp.content, gateway.db_bytes())
+
+
+def test_client_gone_mid_stream_is_audited_once(gateway: Gateway) -> None:
+    before = len(gateway.rows())
+    body = {"messages": [{"role": "user", "content": "case:slow_tail"}], "stream": True}
+    url = f"{gateway.url}/v1/chat/completions"
+    with httpx.stream("POST", url, json=body, headers=AUTH, timeout=10) as resp:
+        first = next(resp.iter_lines())
+        assert first.startswith("data: ")
+    deadline = time.monotonic() + 5
+    while len(gateway.rows()) == before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(1.5)  # had the generation gone on, its row would be there by now
+    rows = gateway.rows()[before:]
+    assert len(rows) == 1 and (rows[0]["status"], rows[0]["reason"]) == ("error", "cancelled")
+    assert_no_thinking(gateway.db_bytes())
 
 
 def _failure_thinking(name: str) -> str:
@@ -494,7 +526,7 @@ def test_200_concurrent_requests_each_audited_once(
     tmp_path: Path, upstream: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     gw = start_gateway(
-        tmp_path, upstream, max_concurrency=16, max_queue=40, rate_limit_per_minute=150
+        tmp_path, upstream, max_concurrency=16, max_queue=100, rate_limit_per_minute=150
     )
     try:
         responses = asyncio.run(_burst(gw.url, 200))

@@ -7,9 +7,15 @@ from conftest import ggufbench, read_samples, suite_text
 
 def test_whole_run(tmp_path, smollm2, tasks_dir):
     suite = tmp_path / "suite.yaml"
-    suite.write_text(suite_text([("smol", smollm2)],
-                                ["demo_hellaswag", "demo_gsm8k_cot", "demo_wikitext"],
-                                tasks_dir, tmp_path / "runs", limit=2))
+    suite.write_text(
+        suite_text(
+            [("smol", smollm2)],
+            ["demo_hellaswag", "demo_gsm8k_cot", "demo_wikitext"],
+            tasks_dir,
+            tmp_path / "runs",
+            limit=2,
+        )
+    )
     done = ggufbench("run", str(suite))
     assert done.returncode == 0, done.stdout + done.stderr
     (run_dir,) = (tmp_path / "runs").iterdir()
@@ -28,7 +34,11 @@ def test_whole_run(tmp_path, smollm2, tasks_dir):
     gsm = [json.loads(line) for line in samples["samples/smol/demo_gsm8k_cot.jsonl"]]
     # one line per (document, filter): strict-match and flexible-extract
     assert sorted((s["doc_id"], s["filter"]) for s in gsm) == [
-        (0, "flexible-extract"), (0, "strict-match"), (1, "flexible-extract"), (1, "strict-match")]
+        (0, "flexible-extract"),
+        (0, "strict-match"),
+        (1, "flexible-extract"),
+        (1, "strict-match"),
+    ]
     assert benches["demo_gsm8k_cot"]["n_samples"] == 2
     meta = json.loads((run_dir / "run.json").read_text())
     assert meta["environment"]["llama_cpp_python"] and meta["environment"]["lm_eval"]

@@ -84,11 +84,22 @@ def test_unknown_benchmark_kind(tmp_path):
 
 
 def test_legacy_json_shape(tmp_path):
-    legacy = {"gguf_models": [
-        {"alias": "q8", "gguf_path": "m/q8.gguf", "ollama_name": "x", "description": "base",
-         "tasks": ["gsm8k", "mmlu"], "batch_size": 4, "n_gpu_layers": 10, "limit": 50, "elyza_limit": 5},
-        {"alias": "q4", "gguf_path": "m/q4.gguf", "tasks": ["gsm8k"], "limit": 50},
-    ]}
+    legacy = {
+        "gguf_models": [
+            {
+                "alias": "q8",
+                "gguf_path": "m/q8.gguf",
+                "ollama_name": "x",
+                "description": "base",
+                "tasks": ["gsm8k", "mmlu"],
+                "batch_size": 4,
+                "n_gpu_layers": 10,
+                "limit": 50,
+                "elyza_limit": 5,
+            },
+            {"alias": "q4", "gguf_path": "m/q4.gguf", "tasks": ["gsm8k"], "limit": 50},
+        ]
+    }
     suite = load_suite(write(tmp_path, json.dumps(legacy), "legacy.json"))
     assert [m.alias for m in suite.models] == ["q8", "q4"]
     assert suite.models[0].n_gpu_layers == 10

@@ -4,8 +4,8 @@ import pytest
 
 from ggufbench.backends._base import BackendInfo
 from ggufbench.cache_key import cache_key
-from ggufbench.ledger import MIGRATIONS, JobRow, Ledger, NotOwner, migrate
 from ggufbench.errors import LedgerError
+from ggufbench.ledger import MIGRATIONS, JobRow, Ledger, NotOwner, migrate
 
 
 def test_migrations_on_blank_database(tmp_path):
@@ -81,8 +81,14 @@ def test_cache_key_includes_identity_settings_and_request():
     b = BackendInfo("llama-cpp", "sha-b", {"n_ctx": 2048})
     c = BackendInfo("llama-cpp", "sha-a", {"n_ctx": 4096})
     req = {"context": "x", "continuation": " y"}
-    keys = {cache_key(a, "loglikelihood", req), cache_key(b, "loglikelihood", req),
-            cache_key(c, "loglikelihood", req), cache_key(a, "generate", req),
-            cache_key(a, "loglikelihood", {"context": "x", "continuation": " z"})}
+    keys = {
+        cache_key(a, "loglikelihood", req),
+        cache_key(b, "loglikelihood", req),
+        cache_key(c, "loglikelihood", req),
+        cache_key(a, "generate", req),
+        cache_key(a, "loglikelihood", {"context": "x", "continuation": " z"}),
+    }
     assert len(keys) == 5
-    assert cache_key(a, "loglikelihood", dict(reversed(req.items()))) == cache_key(a, "loglikelihood", req)
+    assert cache_key(a, "loglikelihood", dict(reversed(req.items()))) == cache_key(
+        a, "loglikelihood", req
+    )

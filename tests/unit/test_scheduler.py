@@ -25,21 +25,33 @@ def make(tmp_path, behaviours, **settings):
     run = RunDir(tmp_path)
     ledger = Ledger(run.ledger, create=True)
     owner = ledger.claim()
-    ledger.add_jobs([JobRow(f"m/{name}", "m", name, "lm_eval", spec)
-                     for name, spec in behaviours.items()])
+    ledger.add_jobs(
+        [JobRow(f"m/{name}", "m", name, "lm_eval", spec) for name, spec in behaviours.items()]
+    )
     events: list[tuple[str, dict]] = []
-    s = Scheduler(run, ledger, owner, MACHINE, Settings(worker_cmd=WORKER, **settings),
-                  listener=lambda e, d: events.append((e, d)))
+    s = Scheduler(
+        run,
+        ledger,
+        owner,
+        MACHINE,
+        Settings(worker_cmd=WORKER, **settings),
+        listener=lambda e, d: events.append((e, d)),
+    )
     return s, ledger, events
 
 
 def test_retries_failures_and_isolation(tmp_path):
-    s, ledger, events = make(tmp_path, {
-        "ok": {"behaviour": "ok"},
-        "crash": {"behaviour": "crash"},
-        "flaky": {"behaviour": "fail_once"},
-        "bad": {"behaviour": "permanent"},
-    }, retries=2, max_parallel=2)
+    s, ledger, events = make(
+        tmp_path,
+        {
+            "ok": {"behaviour": "ok"},
+            "crash": {"behaviour": "crash"},
+            "flaky": {"behaviour": "fail_once"},
+            "bad": {"behaviour": "permanent"},
+        },
+        retries=2,
+        max_parallel=2,
+    )
     assert s.loop() == "partial"
     jobs = {j.benchmark: j for j in ledger.jobs()}
     assert jobs["ok"].status == "done" and jobs["ok"].attempts == 1
@@ -64,8 +76,9 @@ def test_deadline_kills_a_hung_worker(tmp_path):
 
 
 def test_job_timeout(tmp_path):
-    s, ledger, _ = make(tmp_path, {"slow": {"behaviour": "ok", "sleep": 30}},
-                        retries=0, job_timeout_s=0.5)
+    s, ledger, _ = make(
+        tmp_path, {"slow": {"behaviour": "ok", "sleep": 30}}, retries=0, job_timeout_s=0.5
+    )
     assert s.loop() == "failed"
     assert "job_timeout_s" in ledger.job("m/slow").error
 

@@ -57,10 +57,14 @@ class GenRequest:
 
 @dataclass(frozen=True)
 class GenResult:
+    """A generation. For thinking models ``text`` is the final answer only ("" when
+    there is none) and ``thinking`` holds its sha256, length and sections, never text."""
+
     text: str
     finish_reason: Literal["stop", "length"]
     n_prompt_tokens: int = 0
     n_tokens: int = 0
+    thinking: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)

@@ -187,7 +187,9 @@ class LlamaCppBackend:
         """Keep the last n_ctx + 1 tokens of context + continuation, like lm-eval."""
         whole = (ctx + cont)[-(self.n_ctx + 1) :]
         if len(cont) >= len(whole):
-            raise BackendError(f"a continuation of {len(cont)} tokens does not fit n_ctx={self.n_ctx}")
+            raise BackendError(
+                f"a continuation of {len(cont)} tokens does not fit n_ctx={self.n_ctx}"
+            )
         return tuple(whole[: len(whole) - len(cont)]), tuple(cont)
 
     def loglikelihood(self, requests: Sequence[LoglikRequest]) -> list[LoglikResult]:
@@ -290,8 +292,10 @@ class LlamaCppBackend:
         self.last_finish_reason = "stop"
         for n, tok in enumerate(self._tokens(request), start=1):  # noqa: B007
             text += decoder.decode(self._piece(tok))
-            cut = min((i for s in request.stop if (i := text.find(s, max(0, sent - hold))) >= 0),
-                      default=-1)
+            cut = min(
+                (i for s in request.stop if (i := text.find(s, max(0, sent - hold))) >= 0),
+                default=-1,
+            )
             if cut >= 0:
                 self.last_n_tokens = n
                 if cut > sent:

@@ -22,7 +22,7 @@ def run(ctx: JobContext) -> dict[str, Any]:
 
     bench = ctx.spec["benchmark"]
     logging.getLogger("lm_eval").setLevel(logging.WARNING)
-    lm = GgufbenchLM(ctx.cached, thinking=ctx.spec["model"].get("thinking", "none"))
+    lm = GgufbenchLM(ctx.cached)
     start = time.monotonic()
     try:
         out = simple_evaluate(
@@ -43,16 +43,32 @@ def run(ctx: JobContext) -> dict[str, Any]:
     wall = time.monotonic() - start
     samples = _samples(out.get("samples", {}), lm)
     ctx.write_jsonl(ctx.samples_path(), samples)
-    ctx.write_json(ctx.result_path(), {k: out.get(k) for k in (
-        "results", "groups", "group_subtasks", "configs", "versions", "n-shot",
-        "higher_is_better", "n-samples")})
+    ctx.write_json(
+        ctx.result_path(),
+        {
+            k: out.get(k)
+            for k in (
+                "results",
+                "groups",
+                "group_subtasks",
+                "configs",
+                "versions",
+                "n-shot",
+                "higher_is_better",
+                "n-samples",
+            )
+        },
+    )
     counts = ctx.cached.counts
     return {
         "metrics": metrics_of(out, ctx.name),
         "n_samples": len({(s["task"], s["doc_id"]) for s in samples}),
         "wall_s": round(wall, 3),
-        "requests": {"total": counts.total, "computed": counts.computed,
-                     "from_cache": counts.from_cache},
+        "requests": {
+            "total": counts.total,
+            "computed": counts.computed,
+            "from_cache": counts.from_cache,
+        },
         "gen_tokens": counts.gen_tokens,
         "compute_s": round(counts.compute_s, 3),
     }

@@ -33,7 +33,9 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def demo(
         output_root: Path = typer.Option(Path("runs"), help="where the run directory goes"),
-        fresh: bool = typer.Option(False, "--fresh", help="start a new run even if one is unfinished"),
+        fresh: bool = typer.Option(
+            False, "--fresh", help="start a new run even if one is unfinished"
+        ),
         limit: float | None = typer.Option(None, "--limit", help="items per task"),
     ) -> None:
         """Run the bundled demo suite: two real models, a derived variant, small tasks."""

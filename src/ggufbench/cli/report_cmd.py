@@ -31,7 +31,9 @@ def register(app: typer.Typer) -> None:
         if baseline:
             if baseline not in summary["models"]:
                 known = ", ".join(summary["models"])
-                raise ConfigError(f"--baseline {baseline} is not a model of this run; use one of {known}")
+                raise ConfigError(
+                    f"--baseline {baseline} is not a model of this run; use one of {known}"
+                )
             summary["baseline"] = baseline
         text = render(summary)
         (run.path / "report.md").write_text(text, encoding="utf-8")

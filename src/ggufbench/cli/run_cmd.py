@@ -13,8 +13,12 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def run(
         suite: Path = typer.Argument(..., help="the suite file (.yaml or .json)"),
-        fresh: bool = typer.Option(False, "--fresh", help="start a new run even if one is unfinished"),
-        models: str | None = typer.Option(None, "--models", help="only these aliases, comma-separated"),
+        fresh: bool = typer.Option(
+            False, "--fresh", help="start a new run even if one is unfinished"
+        ),
+        models: str | None = typer.Option(
+            None, "--models", help="only these aliases, comma-separated"
+        ),
         benchmarks: str | None = typer.Option(None, "--benchmarks", help="only these tasks"),
         limit: float | None = typer.Option(None, "--limit", help="items per task (or a fraction)"),
     ) -> None:

@@ -31,6 +31,7 @@ def register(app: typer.Typer) -> None:
         table = Table("job", "status", "attempts", "progress", "error")
         for job in state["jobs"]:
             progress = f"{job['done']}/{job['total']}" if job["total"] else "–"
-            table.add_row(job["id"], job["status"], str(job["attempts"]), progress,
-                          (job["error"] or "")[:80])
+            table.add_row(
+                job["id"], job["status"], str(job["attempts"]), progress, (job["error"] or "")[:80]
+            )
         out.print(table)

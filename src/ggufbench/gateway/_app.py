@@ -301,25 +301,35 @@ def _completion(gateway: Gateway, outcome: Outcome) -> dict[str, Any]:
 
 
 async def _stream(gateway: Gateway, call: Call) -> StreamingResponse | JSONResponse:
-    """Start the generation; a model that fails before its first piece gets a JSON error."""
+    """Respond once answer text is certain, or the generation ended.
+
+    So a failure before any answer text is an HTTP error in JSON, like a
+    request that is not streamed; only a failure after it is an SSE error event.
+    """
     queue: asyncio.Queue[object] = asyncio.Queue()
-    started = asyncio.Event()
+    ready = asyncio.Event()
+
+    def release(text: str) -> None:
+        queue.put_nowait(text)
+        ready.set()
 
     async def produce() -> None:
         try:
-            queue.put_nowait(await gateway.generate(call, queue.put_nowait, started.set))
+            queue.put_nowait(await gateway.generate(call, release))
         except GatewayError as exc:
             queue.put_nowait(exc)
+        finally:
+            ready.set()
 
     task = asyncio.create_task(produce())
-    waiter = asyncio.create_task(started.wait())
-    await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
-    waiter.cancel()
-    if task.done() and not started.is_set():
-        await task
-        failure = queue.get_nowait()
-        assert isinstance(failure, GatewayError)
-        return _json_error(failure.status, _gateway_error_body(failure), _retry_headers(failure))
+    await ready.wait()
+    if task.done() and queue.qsize() == 0:
+        await task  # it failed unexpectedly: re-raise for the 500 handler
+    if task.done() and queue.qsize() == 1:
+        item = queue.get_nowait()
+        if isinstance(item, GatewayError):
+            return _json_error(item.status, _gateway_error_body(item), _retry_headers(item))
+        queue.put_nowait(item)
     events = _events(gateway, call, queue, task)
     return StreamingResponse(
         events, media_type="text/event-stream", headers={"Cache-Control": "no-store"}

@@ -128,14 +128,13 @@ class Gateway:
         self,
         call: Call,
         on_release: Callable[[str], None] | None = None,
-        on_start: Callable[[], None] | None = None,
     ) -> Outcome:
         """Run an admitted call; audit it exactly once; return or raise GatewayError."""
         parser, run = StreamParser(self.fmt), _Run()
         try:
             try:
                 with anyio.fail_after(self.settings.request_timeout_s):
-                    await self._consume(call, parser, run, on_release, on_start)
+                    await self._consume(call, parser, run, on_release)
             except (TimeoutError, ModelTimeout):
                 await self._write(call, "error", "timeout", parser.finish(truncated=True), run)
                 message = "the model did not answer in time"
@@ -157,12 +156,8 @@ class Gateway:
         parser: StreamParser,
         run: _Run,
         on_release: Callable[[str], None] | None,
-        on_start: Callable[[], None] | None,
     ) -> None:
         async for item in self.model.stream(call.params):
-            if on_start is not None:
-                on_start()
-                on_start = None
             if isinstance(item, Finish):
                 run.finish = item
                 continue

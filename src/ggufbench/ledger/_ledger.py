@@ -96,8 +96,21 @@ class Ledger:
             " done, total, heartbeat, deadline FROM jobs ORDER BY rowid"
         ).fetchall()
         return [
-            JobRow(r[0], r[1], r[2], r[3], json.loads(r[4]), r[5], r[6], r[7],
-                   json.loads(r[8]) if r[8] else None, r[9], r[10], r[11], r[12])
+            JobRow(
+                r[0],
+                r[1],
+                r[2],
+                r[3],
+                json.loads(r[4]),
+                r[5],
+                r[6],
+                r[7],
+                json.loads(r[8]) if r[8] else None,
+                r[9],
+                r[10],
+                r[11],
+                r[12],
+            )
             for r in rows
         ]
 
@@ -114,7 +127,9 @@ class Ledger:
         cols = ", ".join(f"{k}=?" for k in fields)
         self.db.execute(f"UPDATE jobs SET {cols} WHERE id=?", (*fields.values(), job_id))
 
-    def progress(self, owner: str, job_id: str, done: int, total: int, deadline: float | None) -> None:
+    def progress(
+        self, owner: str, job_id: str, done: int, total: int, deadline: float | None
+    ) -> None:
         with self.db:
             self.db.execute("BEGIN IMMEDIATE")
             self._guard(owner)
@@ -136,9 +151,15 @@ class Ledger:
     def start_attempt(self, job_id: str, owner: str, log: str) -> int:
         with self.db:
             self.db.execute("BEGIN IMMEDIATE")
-            n = int(self.db.execute("SELECT attempts FROM jobs WHERE id=?", (job_id,)).fetchone()[0]) + 1
+            n = (
+                int(
+                    self.db.execute("SELECT attempts FROM jobs WHERE id=?", (job_id,)).fetchone()[0]
+                )
+                + 1
+            )
             self.db.execute(
-                "UPDATE jobs SET attempts=?, status='running', heartbeat=?, deadline=NULL WHERE id=?",
+                "UPDATE jobs SET attempts=?, status='running', heartbeat=?, deadline=NULL"
+                " WHERE id=?",
                 (n, time.time(), job_id),
             )
             self.db.execute(
@@ -162,7 +183,9 @@ class Ledger:
         if job_id:
             sql, args = sql + " WHERE job_id=?", (job_id,)
         keys = ("job_id", "n", "owner", "pid", "started", "ended", "status", "error", "log")
-        return [dict(zip(keys, row, strict=True)) for row in self.db.execute(sql + " ORDER BY id", args)]
+        return [
+            dict(zip(keys, row, strict=True)) for row in self.db.execute(sql + " ORDER BY id", args)
+        ]
 
     def interrupt_running(self, reason: str) -> int:
         """Mark attempts left 'running' by a dead driver as interrupted."""
@@ -197,7 +220,10 @@ class Ledger:
             self.db.executemany(
                 "INSERT OR IGNORE INTO cache(key, kind, model, request, response, created)"
                 " VALUES (?, ?, ?, ?, ?, ?)",
-                [(k, kind, m, json.dumps(req), json.dumps(resp), now) for k, kind, m, req, resp in rows],
+                [
+                    (k, kind, m, json.dumps(req), json.dumps(resp), now)
+                    for k, kind, m, req, resp in rows
+                ],
             )
 
     def cache_count(self) -> int:

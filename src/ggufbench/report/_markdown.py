@@ -4,8 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
-PRIMARY = ("acc_norm", "acc", "exact_match,strict-match", "exact_match,flexible-extract",
-           "exact_match", "score", "word_perplexity", "f1")
+PRIMARY = (
+    "acc_norm",
+    "acc",
+    "exact_match,strict-match",
+    "exact_match,flexible-extract",
+    "exact_match",
+    "score",
+    "word_perplexity",
+    "f1",
+)
 
 
 def _fmt(metric: dict[str, Any] | None) -> str:
@@ -28,7 +36,7 @@ def _benchmark_metrics(summary: dict[str, Any]) -> dict[str, list[str]]:
             for m in entry.get("metrics", {}):
                 if m not in names:
                     names.append(m)
-    for bench, names in found.items():
+    for names in found.values():
         names.sort(key=lambda m: (PRIMARY.index(m) if m in PRIMARY else len(PRIMARY), m))
     return found
 
@@ -47,27 +55,50 @@ def _delta(value: float | None, base: float | None, err: float | None, berr: flo
 def render(summary: dict[str, Any]) -> str:
     base = summary.get("baseline")
     models = summary["models"]
-    lines = [f"# ggufbench report: {summary['run_id']}", "",
-             f"Status: **{summary['status']}**. Baseline: **{base}**.", ""]
+    lines = [
+        f"# ggufbench report: {summary['run_id']}",
+        "",
+        f"Status: **{summary['status']}**. Baseline: **{base}**.",
+        "",
+    ]
     lines += ["## Models", "", "| model | quantization | size | sha256 |", "|---|---|---|---|"]
     for alias, m in models.items():
         sha = (m.get("sha256") or "–")[:16]
-        lines.append(f"| {alias} | {m.get('quant') or '–'} | {_size(m.get('size_bytes'))} | `{sha}` |")
+        lines.append(
+            f"| {alias} | {m.get('quant') or '–'} | {_size(m.get('size_bytes'))} | `{sha}` |"
+        )
     bench_metrics = _benchmark_metrics(summary)
-    lines += ["", "## Scores", "",
-              "Each value is ± its standard error. Δ is the difference from the baseline with the "
-              "combined standard error; * marks a difference larger than 1.96 of it.", ""]
+    lines += [
+        "",
+        "## Scores",
+        "",
+        "Each value is ± its standard error. Δ is the difference from the baseline with the "
+        "combined standard error; * marks a difference larger than 1.96 of it.",
+        "",
+    ]
     for bench, metric_names in bench_metrics.items():
         for metric in metric_names:
-            lines += [f"### {bench} — {metric}", "", "| model | value | Δ vs baseline |", "|---|---|---|"]
+            lines += [
+                f"### {bench} — {metric}",
+                "",
+                "| model | value | Δ vs baseline |",
+                "|---|---|---|",
+            ]
             base_entry = models.get(base, {}).get("benchmarks", {}).get(bench, {})
             base_m = base_entry.get("metrics", {}).get(metric)
             for alias, m in models.items():
                 entry = m["benchmarks"].get(bench, {})
                 cur = entry.get("metrics", {}).get(metric)
-                delta = "(baseline)" if alias == base else _delta(
-                    cur and cur.get("value"), base_m and base_m.get("value"),
-                    cur and cur.get("stderr"), base_m and base_m.get("stderr"))
+                delta = (
+                    "(baseline)"
+                    if alias == base
+                    else _delta(
+                        cur and cur.get("value"),
+                        base_m and base_m.get("value"),
+                        cur and cur.get("stderr"),
+                        base_m and base_m.get("stderr"),
+                    )
+                )
                 status = entry.get("status", "skipped")
                 shown = _fmt(cur) if status == "done" else status
                 lines.append(f"| {alias} | {shown} | {delta} |")
@@ -77,8 +108,12 @@ def render(summary: dict[str, Any]) -> str:
 
 
 def _speed(models: dict[str, Any]) -> list[str]:
-    lines = ["## Speed", "", "| model | benchmark | wall s | requests | from cache | gen tokens/s |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        "## Speed",
+        "",
+        "| model | benchmark | wall s | requests | from cache | gen tokens/s |",
+        "|---|---|---|---|---|---|",
+    ]
     for alias, m in models.items():
         for bench, e in m["benchmarks"].items():
             if e.get("status") != "done":
@@ -86,14 +121,20 @@ def _speed(models: dict[str, Any]) -> list[str]:
             req = e.get("requests", {})
             compute = e.get("compute_s") or 0
             tps = f"{e['gen_tokens'] / compute:.1f}" if e.get("gen_tokens") and compute else "–"
-            lines.append(f"| {alias} | {bench} | {e.get('wall_s', 0):.1f} | {req.get('total', 0)} | "
-                         f"{req.get('from_cache', 0)} | {tps} |")
+            lines.append(
+                f"| {alias} | {bench} | {e.get('wall_s', 0):.1f} | {req.get('total', 0)} | "
+                f"{req.get('from_cache', 0)} | {tps} |"
+            )
     return lines + [""]
 
 
 def _failures(models: dict[str, Any]) -> list[str]:
-    rows = [(a, b, e) for a, m in models.items() for b, e in m["benchmarks"].items()
-            if e.get("status") == "failed"]
+    rows = [
+        (a, b, e)
+        for a, m in models.items()
+        for b, e in m["benchmarks"].items()
+        if e.get("status") == "failed"
+    ]
     if not rows:
         return []
     lines = ["## Failed jobs", "", "| model | benchmark | attempts | reason |", "|---|---|---|---|"]

@@ -29,8 +29,9 @@ def build_summary(run: RunDir, ledger: Ledger, status: str) -> dict[str, Any]:
         if job.model not in models:
             continue
         result = job.result or {}
-        status_of = "done" if job.status == "done" else (
-            "failed" if job.status == "failed" else "skipped")
+        status_of = (
+            "done" if job.status == "done" else ("failed" if job.status == "failed" else "skipped")
+        )
         entry: dict[str, Any] = {
             "status": status_of,
             "metrics": result.get("metrics", {}),
