@@ -76,7 +76,6 @@ def _check_models(suite: Suite, report: Report) -> None:
 def _check_tasks(suite: Suite, report: Report, datasets: bool, say: Callable[[str], None]) -> None:
     from ggufbench.benchmarks.lm_eval import task_manager
 
-    managers: dict[str | None, Any] = {}
     for kind, spec in suite.benchmark_specs():
         if kind != "lm_eval":
             continue
@@ -84,9 +83,7 @@ def _check_tasks(suite: Suite, report: Report, datasets: bool, say: Callable[[st
         if include and not spec.include_path.is_dir():
             report.problems.append(f"include_path {include} is not a folder of task YAML files")
             continue
-        if include not in managers:
-            managers[include] = task_manager(include)
-        manager = managers[include]
+        manager = task_manager(include, spec.tasks)
         known = set(manager.all_tasks)
         for name in spec.tasks:
             if name not in known:

@@ -50,6 +50,36 @@ def make_backend(model: dict[str, Any], threads: int | None) -> Any:
     return ThinkingBackend(backend, fmt)
 
 
+def make_judge_backend(judge: dict[str, Any], threads: int | None, n_gpu_layers: int) -> Any:
+    """The ELYZA judge from its settings (``JudgeSpec`` as JSON).
+
+    An in-process GGUF judge is held to the scores 1-5 by choosing among them
+    (``ChoiceJudge``); an HTTP judge gets the score grammar in its requests and
+    the suite's ``concurrency``.
+    """
+    if judge["runner"] == "llama-cpp":
+        from ggufbench.benchmarks.elyza_choice import ChoiceJudge
+
+        settings = {
+            "runner": "llama-cpp",
+            "path": judge["path"],
+            "n_ctx": judge["n_ctx"],
+            "n_gpu_layers": n_gpu_layers,
+            "n_batch": 512,
+        }
+        return ChoiceJudge(_raw_backend(settings, threads))
+    if judge["runner"] == "openai":
+        from ggufbench.backends.openai_http import OpenAIBackend
+
+        return OpenAIBackend(
+            judge["base_url"],
+            judge["model"],
+            api_key_env=judge.get("api_key_env"),
+            concurrency=judge["concurrency"],
+        )
+    raise ValueError(f"unknown judge runner {judge['runner']}")
+
+
 def _raw_backend(model: dict[str, Any], threads: int | None) -> Any:
     from ggufbench.gguf_file import sha256_of
 
@@ -88,7 +118,17 @@ def run_job(
     backend = make_backend(job.spec["model"], threads)
     try:
         cached = CachedBackend(backend, ledger, owner, job_id, Timing(fixed_s=timeout))
-        ctx = JobContext(run_dir, job_id, job.model, job.benchmark, job.spec, ledger, owner, cached)
+        ctx = JobContext(
+            run_dir,
+            job_id,
+            job.model,
+            job.benchmark,
+            job.spec,
+            ledger,
+            owner,
+            cached,
+            extra={"threads": threads},
+        )
         result = run_benchmark(job.kind, ctx)
         result["identity"] = backend.info.identity
         ledger.finish_job(owner, job_id, result)

@@ -12,8 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import io
 import json
+import os
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -52,10 +57,6 @@ class Case:
     finish: str = "stop"
 
 
-def _chars(text: str) -> tuple[str, ...]:
-    return tuple(text)
-
-
 CASES: dict[str, Case] = {
     "split": Case(
         ("<thi", "nk-task>ZQX plan</thi", "nk-task><think-safety>ZQX safe</think-saf", "ety><fi",
@@ -63,7 +64,7 @@ CASES: dict[str, Case] = {
         "Answer one", (("think-task", "ZQX plan"), ("think-safety", "ZQX safe")),
     ),
     "one_char": Case(
-        _chars("<think-policy>ZQX char by char</think-policy>\n<final>\nSmall steps\n</final>"),
+        tuple("<think-policy>ZQX char by char</think-policy>\n<final>\nSmall steps\n</final>"),
         "Small steps", (("think-policy", "ZQX char by char"),),
     ),
     "unclosed": Case(
@@ -210,14 +211,9 @@ class Gateway:
     thread: threading.Thread = field(repr=False)
 
     def rows(self) -> list[dict[str, Any]]:
-        lines: list[str] = []
-
-        class Sink:
-            def write(self, text: str) -> None:
-                lines.append(text)
-
-        export(self.db, Sink())  # type: ignore[arg-type]
-        return [json.loads(line) for line in "".join(lines).splitlines()]
+        out = io.StringIO()
+        export(self.db, out)
+        return [json.loads(line) for line in out.getvalue().splitlines()]
 
     def db_bytes(self) -> bytes:
         return b"".join(p.read_bytes() for p in self.db.parent.glob(self.db.name + "*"))
@@ -478,7 +474,7 @@ def test_unreachable_upstream_is_502(tmp_path: Path) -> None:
 
 
 def test_rate_limit_per_key(tmp_path: Path, upstream: str) -> None:
-    gw = start_gateway(tmp_path, upstream, rate_limit_per_minute=2)
+    gw = start_gateway(tmp_path, upstream, rate_limit_per_minute=2, audit_store_query=True)
     try:
         codes = [
             httpx.post(f"{gw.url}/think", json={"user_id": "u", "query": "q"}, headers=AUTH)
@@ -486,7 +482,11 @@ def test_rate_limit_per_key(tmp_path: Path, upstream: str) -> None:
         ]
         assert [r.status_code for r in codes] == [200, 200, 429]
         assert int(codes[2].headers["retry-after"]) >= 1
-        assert [r["status"] for r in gw.rows()] == ["answered", "answered", "refused"]
+        assert [(r["status"], r["query"]) for r in gw.rows()] == [
+            ("answered", "q"),
+            ("answered", "q"),
+            ("refused", "q"),
+        ]
     finally:
         gw.stop()
     assert verify(gw.db).rows == 3
@@ -543,3 +543,55 @@ def test_200_concurrent_requests_each_audited_once(
     assert len(refused) == sum(r.status_code != 200 for r in responses)
     assert verify(gw.db).rows == 200
     assert_no_thinking(*(r.content for r in responses), caplog.text, gw.db_bytes())
+
+
+# --- as a new user starts it -------------------------------------------------------
+
+
+def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-c", "from ggufbench.cli import main; main()", *args]
+    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=60)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_serve_command_end_to_end(tmp_path: Path, upstream: str) -> None:
+    db, port = tmp_path / "served.sqlite", _free_port()
+    env = {**os.environ, "GW_TEST_KEY": KEY}
+    args = ["serve", "--base-url", upstream, "--upstream-model", "scripted", "--port", str(port)]
+    args += ["--api-key-env", "GW_TEST_KEY", "--audit-db", str(db)]
+    command = [sys.executable, "-c", "from ggufbench.cli import main; main()", *args]
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{url}/health").status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        assert httpx.post(f"{url}/think", json={"user_id": "u", "query": "q"}).status_code == 401
+        body = {"user_id": "u", "query": "case:literal_final"}
+        resp = httpx.post(f"{url}/think", json=body, headers=AUTH, timeout=10)
+        assert resp.json()["answer"] == "real"
+    finally:
+        proc.send_signal(signal.SIGINT)
+        output, _ = proc.communicate(timeout=20)
+    assert b"Uvicorn running on http://127.0.0.1:" in output
+    assert_no_thinking(resp.content, output, db.read_bytes())
+    verified = _cli("audit", "verify", str(db))
+    assert verified.returncode == 0 and "1 rows intact" in verified.stdout
+    exported = _cli("audit", "export", str(db))
+    assert json.loads(exported.stdout)["status"] == "answered"
+
+
+def test_serve_refuses_to_start_without_a_key(tmp_path: Path, upstream: str) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "GGUFBENCH_API_KEY"}
+    result = _cli("serve", "--base-url", upstream, "--upstream-model", "m", env=env)
+    assert result.returncode == 2 and "GGUFBENCH_API_KEY holds no API key" in result.stderr
+    assert "Traceback" not in result.stderr

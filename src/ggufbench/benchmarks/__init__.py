@@ -15,7 +15,7 @@ def run_benchmark(kind: str, ctx: JobContext) -> dict[str, Any]:
     if kind == "elyza_tasks_100":
         from ggufbench.benchmarks import elyza
 
-        return elyza.run(ctx)  # type: ignore[attr-defined,no-any-return]
+        return elyza.run(ctx)
     raise ValueError(f"unknown benchmark kind {kind}")
 
 

@@ -24,7 +24,7 @@ import math
 import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from ggufbench.backends._base import BackendInfo, GenRequest
 from ggufbench.benchmarks.elyza_data import (
@@ -44,6 +44,9 @@ from ggufbench.benchmarks.elyza_judge import (
     parse_score,
 )
 from ggufbench.errors import BackendError
+
+if TYPE_CHECKING:
+    from ggufbench.benchmarks._job import JobContext
 
 __all__ = [
     "BENCHMARK",
@@ -65,8 +68,10 @@ __all__ = [
     "judge_request",
     "load_tasks",
     "parse_score",
+    "run",
     "sample_record",
     "score_sample",
+    "score_without_judge",
     "select_subset",
     "tasks_from_rows",
 ]
@@ -108,10 +113,10 @@ def score_sample(
     The judge is asked up to ``attempts`` times until its output parses; a
     :class:`BackendError` from it ends the sample as a failed judgement.
     """
-    if answer is None:
-        return SampleScore(task.doc_id, "no_answer", 1, "the output has no final answer")
-    if not answer.strip():
-        return SampleScore(task.doc_id, "empty_answer", 1)
+    settled = score_without_judge(task, answer)
+    if settled is not None:
+        return settled
+    answer = answer or ""
     for attempt in range(attempts):
         try:
             text = judge(judge_request(task, answer, attempt=attempt))
@@ -122,6 +127,15 @@ def score_sample(
             return SampleScore(task.doc_id, "judged", score, None, attempt + 1)
     reason = f"the judge gave no 1-5 score in {attempts} attempts"
     return SampleScore(task.doc_id, "judge_failed", None, reason, attempts)
+
+
+def score_without_judge(task: ElyzaTask, answer: str | None) -> SampleScore | None:
+    """The score of an answer that needs no judge (none, or empty), else None."""
+    if answer is None:
+        return SampleScore(task.doc_id, "no_answer", 1, "the output has no final answer")
+    if not answer.strip():
+        return SampleScore(task.doc_id, "empty_answer", 1)
+    return None
 
 
 def failed_generation(task: ElyzaTask, reason: str) -> SampleScore:
@@ -175,9 +189,18 @@ def aggregate(samples: Sequence[SampleScore]) -> ElyzaSummary:
     )
 
 
-def judge_identity(info: BackendInfo) -> dict[str, str]:
-    """Who judged, for summary.json and the report: runner, model, prompt version."""
-    return {"runner": info.runner, "model": info.identity, "prompt_version": PROMPT_VERSION}
+def judge_identity(info: BackendInfo, **details: Any) -> dict[str, Any]:
+    """Who judged, for summary.json and the report: runner, model, prompt version.
+
+    ``details`` (the judge file's name and size, how its output is constrained)
+    are added as they are.
+    """
+    return {
+        "runner": info.runner,
+        "model": info.identity,
+        "prompt_version": PROMPT_VERSION,
+        **details,
+    }
 
 
 def sample_record(task: ElyzaTask, answer: str | None, result: SampleScore) -> dict[str, Any]:
@@ -193,3 +216,10 @@ def sample_record(task: ElyzaTask, answer: str | None, result: SampleScore) -> d
         "reason": result.reason,
         "judge_attempts": result.judge_attempts,
     }
+
+
+def run(ctx: JobContext) -> dict[str, Any]:
+    """Run one model's ``elyza_tasks_100`` job (see :mod:`ggufbench.benchmarks.elyza_job`)."""
+    from ggufbench.benchmarks.elyza_job import run_job
+
+    return run_job(ctx)

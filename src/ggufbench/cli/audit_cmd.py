@@ -24,7 +24,8 @@ def register(app: typer.Typer) -> None:
         from ggufbench.gateway import verify as verify_log
 
         report = verify_log(db, head=head)
-        console().print(f"[green]ok[/] {db}: {report.rows} rows intact, head {report.head}")
+        message = f"[green]ok[/] {db}: {report.rows} rows intact, head {report.head}"
+        console().print(message, soft_wrap=True)
 
     @audit.command()
     def export(

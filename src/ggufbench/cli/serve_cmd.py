@@ -35,7 +35,9 @@ def register(app: typer.Typer) -> None:
             None, "--upstream-api-key-env", help="env var with the upstream server's key"
         ),
         thinking: str = typer.Option("quad", help="quad, think, or thinking tag names (a,b,final)"),
-        host: str = typer.Option("127.0.0.1", help="address to bind; others are reachable"),
+        host: str = typer.Option(
+            "127.0.0.1", help="address to bind (127.0.0.1: this machine only)"
+        ),
         port: int = typer.Option(8080, help="port to listen on"),
         api_key_env: str = typer.Option(
             "GGUFBENCH_API_KEY", "--api-key-env", help="env var with the accepted API key(s)"
@@ -48,6 +50,7 @@ def register(app: typer.Typer) -> None:
         ),
         max_concurrency: int = typer.Option(4, help="generations at once"),
         max_queue: int = typer.Option(64, help="requests that may wait for a slot"),
+        queue_timeout: float = typer.Option(60.0, help="seconds a request may wait for a slot"),
         rate_limit: int = typer.Option(60, help="requests per minute per API key (0: no limit)"),
         max_body_bytes: int = typer.Option(1_048_576, help="largest request body accepted"),
         timeout: float = typer.Option(600.0, help="seconds one generation may take"),
@@ -58,6 +61,7 @@ def register(app: typer.Typer) -> None:
         model_name: str | None = typer.Option(None, help="name shown by GET /v1/models"),
         n_ctx: int = typer.Option(4096, help="context length for --model"),
         n_gpu_layers: int = typer.Option(0, help="layers on the GPU for --model (-1: all)"),
+        n_threads: int | None = typer.Option(None, help="CPU threads for --model"),
     ) -> None:
         """Serve one model, showing only its final answer and auditing its thinking by hash."""
         from ggufbench.gateway import create_app, load_settings
@@ -77,11 +81,13 @@ def register(app: typer.Typer) -> None:
             audit_store_query=audit_store_query,
             max_concurrency=max_concurrency,
             max_queue=max_queue,
+            queue_timeout_s=queue_timeout,
             rate_limit_per_minute=rate_limit,
             max_body_bytes=max_body_bytes,
             request_timeout_s=timeout,
             n_ctx=n_ctx,
             n_gpu_layers=n_gpu_layers,
+            n_threads=n_threads,
         )
         _run(create_app(settings), settings.host, settings.port)
 

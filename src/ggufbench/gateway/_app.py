@@ -35,16 +35,22 @@ log = logging.getLogger("ggufbench.gateway")
 def create_app(
     settings: GatewaySettings, *, model: ModelClient | None = None, keys: ApiKeys | None = None
 ) -> FastAPI:
-    """The gateway app; ``model`` and ``keys`` default to what ``settings`` names."""
+    """The gateway app; ``model`` and ``keys`` default to what ``settings`` names.
+
+    A model passed in stays open when the app shuts down (its owner closes it);
+    one made here from ``settings`` is closed with the app.
+    """
     keys = keys or ApiKeys.from_env(settings.api_key_env)
-    model = model or _model_from(settings)
+    owned = model is None
+    client = model or _model_from(settings)
     audit = AuditLog(settings.audit_db)
-    gateway = Gateway(settings, model, audit)
+    gateway = Gateway(settings, client, audit)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
-        await model.aclose()
+        if owned:
+            await client.aclose()
         audit.close()
 
     app = FastAPI(
@@ -100,6 +106,8 @@ _TYPE_TAGS = frozenset({"body", "str", "int", "float", "bool"})
 def _field(loc: tuple[Any, ...]) -> str:
     """``messages[0].content`` from pydantic's loc, without union-member tags."""
     parts = [p for p in loc if isinstance(p, int) or (p.isidentifier() and p not in _TYPE_TAGS)]
+    if parts and isinstance(parts[0], int):  # a position in a body that is not valid JSON
+        return "body"
     text = ""
     for part in parts:
         text += f"[{part}]" if isinstance(part, int) else f".{part}" if text else str(part)
@@ -318,13 +326,16 @@ async def _stream(gateway: Gateway, call: Call) -> StreamingResponse | JSONRespo
             queue.put_nowait(await gateway.generate(call, release))
         except GatewayError as exc:
             queue.put_nowait(exc)
+        except BaseException as exc:  # a bug or a cancel: the reader gets an end, never a hang
+            queue.put_nowait(GatewayError(500, "internal_error", "internal error", call))
+            if not isinstance(exc, Exception):
+                raise
+            log.error("unexpected %s in request %s", type(exc).__name__, call.request_id)
         finally:
             ready.set()
 
     task = asyncio.create_task(produce())
     await ready.wait()
-    if task.done() and queue.qsize() == 0:
-        await task  # it failed unexpectedly: re-raise for the 500 handler
     if task.done() and queue.qsize() == 1:
         item = queue.get_nowait()
         if isinstance(item, GatewayError):
@@ -341,18 +352,18 @@ async def _events(
 ) -> AsyncGenerator[str, None]:
     cid, name = f"chatcmpl-{call.request_id}", gateway.model.name
     try:
-        yield chunk(cid, name, {"role": "assistant", "content": ""})
+        yield sse(chunk(cid, name, {"role": "assistant", "content": ""}))
         while True:
             item = await queue.get()
             if isinstance(item, str):
-                yield chunk(cid, name, {"content": item})
+                yield sse(chunk(cid, name, {"content": item}))
             elif isinstance(item, GatewayError):
                 yield sse(_gateway_error_body(item))
                 break
             elif isinstance(item, Outcome):
                 if len(item.answer) > len(item.released):
-                    yield chunk(cid, name, {"content": item.answer[len(item.released) :]})
-                final = json.loads(chunk(cid, name, {}, item.finish.reason)[6:])
+                    yield sse(chunk(cid, name, {"content": item.answer[len(item.released) :]}))
+                final = chunk(cid, name, {}, item.finish.reason)
                 final.update(usage=_usage(item), ggufbench=_extension(item))
                 yield sse(final)
                 break

@@ -101,13 +101,14 @@ def sse(payload: dict[str, Any] | str) -> str:
     return f"data: {data}\n\n"
 
 
-def chunk(completion_id: str, model: str, delta: dict[str, Any], finish: str | None = None) -> str:
-    return sse(
-        {
-            "id": completion_id,
-            "object": "chat.completion.chunk",
-            "created": int(time.time()),
-            "model": model,
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
-        }
-    )
+def chunk(
+    completion_id: str, model: str, delta: dict[str, Any], finish: str | None = None
+) -> dict[str, Any]:
+    """One ``chat.completion.chunk`` event's payload."""
+    return {
+        "id": completion_id,
+        "object": "chat.completion.chunk",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+    }

@@ -143,8 +143,9 @@ class Gateway:
                 await self._write(call, "error", "model_error", parser.finish(truncated=True), run)
                 message = "the model failed to answer"
                 raise GatewayError(502, "model_error", message, call) from None
-            except BaseException:  # cancelled (client gone) or a bug: audited all the same
-                await self._write(call, "error", "cancelled", parser.finish(truncated=True), run)
+            except BaseException as exc:  # cancelled (client gone) or a bug: audited all the same
+                reason = "internal_error" if isinstance(exc, Exception) else "cancelled"
+                await self._write(call, "error", reason, parser.finish(truncated=True), run)
                 raise
             return await self._settle(call, parser, run)
         finally:

@@ -1,0 +1,78 @@
+"""Bad input: exit 2, one sentence each, no traceback, nothing started."""
+
+import pytest
+from conftest import ggufbench, suite_text
+
+
+def assert_clean_failure(done, *needles):
+    out = done.stdout + done.stderr
+    assert done.returncode == 2, out
+    assert "Traceback" not in out
+    for needle in needles:
+        assert needle in out, out
+
+
+@pytest.fixture()
+def bad_models(tmp_path, smollm2):
+    half = tmp_path / "half.gguf"
+    with open(smollm2, "rb") as src, open(half, "wb") as dst:
+        dst.write(src.read(smollm2.stat().st_size // 2))
+    text = tmp_path / "notes.gguf"
+    text.write_text("these are my notes, not a model\n")
+    return {"half": half, "text": text, "missing": tmp_path / "missing.gguf"}
+
+
+def test_every_problem_is_listed_at_once(tmp_path, bad_models, tasks_dir):
+    suite = tmp_path / "suite.yaml"
+    models = list(bad_models.items())
+    suite.write_text(
+        suite_text(models, ["demo_hellaswag", "demo_hellaswg"], tasks_dir, tmp_path / "runs")
+    )
+    for command in ("check", "run"):
+        done = ggufbench(command, str(suite))
+        assert_clean_failure(
+            done,
+            "4 problem(s)",
+            "is truncated",
+            "is not a GGUF file",
+            "does not exist",
+            "did you mean 'demo_hellaswag'",
+        )
+    assert not (tmp_path / "runs").exists()  # nothing was started
+
+
+@pytest.mark.parametrize("name", ["half", "text", "missing"])
+def test_each_bad_file_alone(tmp_path, bad_models, tasks_dir, name):
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(
+        suite_text([(name, bad_models[name])], ["demo_hellaswag"], tasks_dir, tmp_path / "runs")
+    )
+    done = ggufbench("run", str(suite))
+    assert_clean_failure(done, f"model '{name}'")
+    assert len([line for line in done.stderr.splitlines() if line.strip().startswith("- ")]) == 1
+
+
+def test_runner_typo_and_alias(tmp_path, smollm2, tasks_dir):
+    suite = tmp_path / "suite.yaml"
+    text = suite_text([("smol", smollm2)], ["demo_hellaswag"], tasks_dir, tmp_path / "runs")
+    suite.write_text(text.replace("runner: llama.cpp", "runner: llamma.cpp"))
+    assert_clean_failure(ggufbench("check", str(suite)), "did you mean 'llama.cpp'")
+    suite.write_text(text)  # llama.cpp is accepted
+    done = ggufbench("check", str(suite))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "Q4_1" in done.stdout
+
+
+def test_broken_yaml_and_unknown_task(tmp_path, smollm2, tasks_dir):
+    suite = tmp_path / "suite.yaml"
+    suite.write_text("models: [\n  - alias: a\n   path: [x\n")
+    assert_clean_failure(ggufbench("run", str(suite)), "not valid YAML at line")
+    suite.write_text(
+        suite_text([("smol", smollm2)], ["no_such_task_anywhere"], tasks_dir, tmp_path / "runs")
+    )
+    assert_clean_failure(ggufbench("run", str(suite)), "'no_such_task_anywhere' does not exist")
+
+
+def test_not_a_run_directory(tmp_path):
+    assert_clean_failure(ggufbench("resume", str(tmp_path)), "not a ggufbench run directory")
+    assert_clean_failure(ggufbench("status", str(tmp_path)), "not a ggufbench run directory")

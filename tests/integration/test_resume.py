@@ -1,0 +1,131 @@
+"""kill -9 at any moment, then resume: identical samples, answers served from the ledger."""
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from conftest import ggufbench, read_samples, suite_text
+
+TASKS = ["demo_gsm8k_cot", "demo_hellaswag"]
+
+
+def start(suite: Path) -> subprocess.Popen:
+    env = dict(os.environ, HF_DATASETS_OFFLINE="1", HF_HUB_OFFLINE="1")
+    return subprocess.Popen(
+        [sys.executable, "-m", "ggufbench", "run", str(suite)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env=env,
+        start_new_session=True,
+    )
+
+
+def cached_answers(root: Path) -> int:
+    for ledger in root.glob("*/ledger.sqlite"):
+        try:
+            db = sqlite3.connect(f"file:{ledger}?mode=ro", uri=True, timeout=5)
+            try:
+                return int(db.execute("SELECT COUNT(*) FROM cache").fetchone()[0])
+            finally:
+                db.close()
+        except sqlite3.OperationalError:
+            return 0
+    return 0
+
+
+def wait_for_answers(root: Path, proc: subprocess.Popen, at_least: int) -> None:
+    deadline = time.time() + 300
+    while cached_answers(root) < at_least:
+        assert proc.poll() is None, proc.stdout.read().decode()
+        assert time.time() < deadline, "no progress"
+        time.sleep(0.2)
+
+
+def worker_pids(root: Path) -> list[int]:
+    (ledger,) = root.glob("*/ledger.sqlite")
+    db = sqlite3.connect(f"file:{ledger}?mode=ro", uri=True, timeout=5)
+    try:
+        rows = db.execute("SELECT pid FROM attempts WHERE status='running' AND pid IS NOT NULL")
+        return [int(r[0]) for r in rows]
+    finally:
+        db.close()
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie is dead for our purpose
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except OSError:
+        return False
+
+
+def test_kill9_then_resume_gives_identical_samples(tmp_path, smollm2, tasks_dir):
+    reference = tmp_path / "reference.yaml"
+    reference.write_text(
+        suite_text([("smol", smollm2)], TASKS, tasks_dir, tmp_path / "ref", limit=4)
+    )
+    done = ggufbench("run", str(reference))
+    assert done.returncode == 0, done.stdout + done.stderr
+    (ref_dir,) = (tmp_path / "ref").iterdir()
+
+    root = tmp_path / "runs"
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(suite_text([("smol", smollm2)], TASKS, tasks_dir, root, limit=4))
+    # 1: kill the whole process group while the first job is answering
+    proc = start(suite)
+    wait_for_answers(root, proc, 2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    # 2: kill only the orchestrator; its orphaned worker must stop by itself
+    proc = start(suite)
+    wait_for_answers(root, proc, cached_answers(root) + 2)
+    workers = worker_pids(root)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    deadline = time.time() + 15
+    while any(alive(pid) for pid in workers) and time.time() < deadline:
+        time.sleep(0.2)
+    assert workers and not any(alive(pid) for pid in workers), "an orphaned worker kept running"
+    # 3: run the same suite again: it resumes and finishes
+    done = ggufbench("run", str(suite))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "resuming the unfinished run" in done.stdout
+    (run_dir,) = root.iterdir()
+    assert read_samples(run_dir) == read_samples(ref_dir)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    gsm = summary["models"]["smol"]["benchmarks"]["demo_gsm8k_cot"]
+    assert gsm["requests"]["from_cache"] > 0
+    assert gsm["requests"]["from_cache"] + gsm["requests"]["computed"] == gsm["requests"]["total"]
+    assert gsm["attempts"] >= 2
+    logs = sorted(p.name for p in (run_dir / "logs").iterdir())
+    assert "smol__demo_gsm8k_cot.1.log" in logs and "smol__demo_gsm8k_cot.2.log" in logs
+    ref = json.loads((ref_dir / "summary.json").read_text())["models"]["smol"]["benchmarks"]
+    for name, entry in summary["models"]["smol"]["benchmarks"].items():
+        assert entry["metrics"] == ref[name]["metrics"]
+
+
+def test_resume_command_and_status_of_a_dead_run(tmp_path, smollm2, tasks_dir):
+    root = tmp_path / "runs"
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(suite_text([("smol", smollm2)], ["demo_gsm8k_cot"], tasks_dir, root, limit=3))
+    proc = start(suite)
+    wait_for_answers(root, proc, 1)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    (run_dir,) = root.iterdir()
+    state = json.loads(ggufbench("status", str(run_dir), "--json").stdout)
+    assert state["live"] is False and state["status"] == "interrupted"
+    assert [j["status"] for j in state["jobs"]] == ["interrupted"]
+    done = ggufbench("resume", str(run_dir))
+    assert done.returncode == 0, done.stdout + done.stderr
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "done"
+    assert summary["models"]["smol"]["benchmarks"]["demo_gsm8k_cot"]["requests"]["from_cache"] >= 1
