@@ -30,6 +30,7 @@ Rules (the contract):
    ``</final>`` there is no answer. After ``</final>`` nothing is answer, but
    thinking sections there are still hashed (``<final>`` there is plain text).
    Text outside sections and outside the final is neither thinking nor answer.
+   A generation stopped by the token limit after ``</final>`` keeps its answer.
 4. ``think`` style: the leading sections (only whitespace around them) are
    thinking; the answer is the rest, stripped. An empty answer, an unclosed
    section or a truncated generation means no answer. Rule 1 makes any
@@ -43,14 +44,17 @@ Rules (the contract):
 
 Hashes: a section's ``sha256`` is the hex sha256 of its inner text exactly as
 generated, UTF-8 encoded (for an unclosed section, up to the end of the
-output). ``thinking_sha256`` is the sha256 of all inner texts in order joined
-by ``"\\n"``; with no sections it is the sha256 of the empty string. Lengths
-count characters (code points); ``thinking_length`` is the sum of the section
-lengths, without the joining newlines.
+output; a lone surrogate, which only a broken JSON escape can produce, is
+encoded as Python's ``surrogatepass`` does). ``thinking_sha256`` is the sha256
+of all inner texts in order joined by ``"\\n"``; with no sections it is the
+sha256 of the empty string. Lengths count characters (code points);
+``thinking_length`` is the sum of the section lengths, without the joining
+newlines.
 
 The parser runs in linear time. :class:`StreamParser` takes the output in
-chunks of any size and never keeps thinking text beyond a held-back partial
-tag; :func:`parse` is the same parser fed once.
+chunks of any size; it keeps back only text it cannot classify yet (a possible
+partial tag, and the text before the first tag, which a forced-open closer
+would make thinking). :func:`parse` is the same parser fed once.
 """
 
 from __future__ import annotations
@@ -274,9 +278,10 @@ class StreamParser:
     def _text(self, text: str) -> None:
         state = self._state
         if state is _State.SECTION:
-            self._section_hash.update(text.encode())
+            data = text.encode("utf-8", "surrogatepass")
+            self._section_hash.update(data)
             self._section_len += len(text)
-            self._whole_hash.update(text.encode())
+            self._whole_hash.update(data)
             self._whole_len += len(text)
         elif state is _State.PRELUDE:
             self._prelude.append(text)

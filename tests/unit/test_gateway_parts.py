@@ -185,3 +185,8 @@ def test_local_model_failure_is_one_safe_sentence() -> None:
     with pytest.raises(ModelFailed) as info:
         asyncio.run(collect(model))
     assert "secret" not in str(info.value)
+
+
+def test_sse_lone_surrogates_become_replacement_characters() -> None:
+    line = 'data: {"choices":[{"index":0,"delta":{"content":"a\\ud800b\\ud83d\\ude00"}}]}'
+    assert _event(line, _Usage(), "http://h/v1") == ["a\ufffdb\U0001f600"]

@@ -380,3 +380,12 @@ def test_think_ground_truth(inners: list, body: list, data: st.DataObject) -> No
     assert stream(text, THINK, cuts, truncated=False)[1] == expected
     assert "θ" not in (expected.answer or "")
     check_against_reference(text, THINK, expected, truncated=False)
+
+
+def test_lone_surrogate_does_not_break_hashing() -> None:
+    out = parse("<think>a\ud800</think><final>ok</final>", QUAD)
+    assert out.answer == "ok"
+    assert (
+        out.sections[0].sha256
+        == hashlib.sha256("a\ud800".encode("utf-8", "surrogatepass")).hexdigest()
+    )

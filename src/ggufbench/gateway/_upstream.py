@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -19,6 +20,9 @@ import httpx
 
 from ggufbench.errors import ConfigError
 from ggufbench.gateway._model import Finish, GenParams, ModelFailed, ModelTimeout
+
+
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def _public_url(url: str) -> str:
@@ -132,7 +136,8 @@ def _event(line: str, usage: _Usage, where: str) -> list[str]:
         delta = choice.get("delta") or {}
         content = delta.get("content") if isinstance(delta, dict) else None
         if isinstance(content, str) and content:
-            pieces.append(content)
+            # a broken "\\ud800" escape: not text, and not encodable for the client
+            pieces.append(_LONE_SURROGATE.sub("\ufffd", content))
         if choice.get("finish_reason"):
             usage.reason = str(choice["finish_reason"])
     return pieces

@@ -111,8 +111,8 @@ def _speed(models: dict[str, Any]) -> list[str]:
     lines = [
         "## Speed",
         "",
-        "| model | benchmark | wall s | requests | from cache | gen tokens/s |",
-        "|---|---|---|---|---|---|",
+        "| model | benchmark | wall s | requests | from cache | computed/s | gen tokens/s |",
+        "|---|---|---|---|---|---|---|",
     ]
     for alias, m in models.items():
         for bench, e in m["benchmarks"].items():
@@ -120,10 +120,11 @@ def _speed(models: dict[str, Any]) -> list[str]:
                 continue
             req = e.get("requests", {})
             compute = e.get("compute_s") or 0
+            rps = f"{req.get('computed', 0) / compute:.2f}" if compute else "–"
             tps = f"{e['gen_tokens'] / compute:.1f}" if e.get("gen_tokens") and compute else "–"
             lines.append(
-                f"| {alias} | {bench} | {e.get('wall_s', 0):.1f} | {req.get('total', 0)} | "
-                f"{req.get('from_cache', 0)} | {tps} |"
+                f"| {alias} | {bench} | {e.get('wall_s', 0):.1f} | {req.get('total', 0)} "
+                f"| {req.get('from_cache', 0)} | {rps} | {tps} |"
             )
     return lines + [""]
 
