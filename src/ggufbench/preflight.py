@@ -7,6 +7,7 @@ sentence, all of them are listed, and nothing is started while any remains.
 from __future__ import annotations
 
 import difflib
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,6 +15,9 @@ from typing import Any
 from ggufbench.config import Suite
 from ggufbench.errors import GgufbenchError
 from ggufbench.plan import model_settings
+
+SMALL_JUDGE_PARAMS = 7_000_000_000
+"""Below this many parameters a judge's 1-5 scores are noted as meaning little."""
 
 
 @dataclass
@@ -32,6 +36,7 @@ def check(
     _check_models(suite, report)
     say("checking tasks")
     _check_tasks(suite, report, datasets, say)
+    _check_elyza(suite, report, datasets, say)
     _check_memory(suite, report)
     return report
 
@@ -107,6 +112,115 @@ def _load_task(name: str, manager: Any, report: Report) -> None:
             f"the dataset of lm-eval task '{name}' does not load ({first[:300]}); "
             "check the network or the local data files"
         )
+
+
+def _check_elyza(suite: Suite, report: Report, datasets: bool, say: Callable[[str], None]) -> None:
+    """ELYZA benchmarks: the dataset loads, the judge is usable, models can chat."""
+    from ggufbench.config import ElyzaBenchmark
+
+    for kind, spec in suite.benchmark_specs():
+        if kind != "elyza_tasks_100" or not isinstance(spec, ElyzaBenchmark):
+            continue
+        if datasets:
+            say(f"loading the ELYZA dataset {spec.dataset}")
+            _load_elyza(spec, report)
+        if spec.judge is None:
+            report.problems.append(
+                "elyza_tasks_100 has no judge; add judge: {runner: llama-cpp, path: JUDGE.gguf} "
+                "or judge: {runner: openai, base_url: URL ending in /v1, model: NAME}"
+            )
+        else:
+            _check_judge(spec.judge, report)
+        _check_chat_templates(suite, spec, report)
+
+
+def _load_elyza(spec: Any, report: Report) -> None:
+    from ggufbench.benchmarks.elyza_data import load_tasks
+
+    try:
+        load_tasks(spec.dataset, limit=spec.limit, seed=spec.seed)
+    except GgufbenchError as exc:
+        report.problems.append(f"elyza_tasks_100: {exc}")
+
+
+def _check_judge(judge: Any, report: Report) -> None:
+    """The judge's settings fit its runner; its file is a GGUF model that can chat."""
+    if judge.runner == "openai":
+        if judge.path is not None:
+            report.problems.append(
+                "the ELYZA judge uses runner openai but sets path; drop path, or use "
+                "runner llama-cpp for a local GGUF judge"
+            )
+        if not (judge.base_url and judge.model):
+            report.problems.append(
+                "the ELYZA judge uses runner openai; set its base_url (ending in /v1) and model"
+            )
+        elif not judge.base_url.startswith(("http://", "https://")):
+            report.problems.append(
+                f"the ELYZA judge's base_url {judge.base_url!r} is not an http(s) URL; "
+                "give it as OpenAI clients take it, e.g. https://host/v1"
+            )
+        if judge.api_key_env and not os.environ.get(judge.api_key_env, "").strip():
+            report.problems.append(
+                f"the environment variable {judge.api_key_env} (the ELYZA judge's api_key_env) "
+                "is not set; export it with the API key"
+            )
+        return
+    if judge.base_url is not None:
+        report.problems.append(
+            "the ELYZA judge uses runner llama-cpp but sets base_url; use runner openai "
+            "for an HTTP judge, or give path to a local GGUF file"
+        )
+    if judge.path is None:
+        report.problems.append("the ELYZA judge has no path; set path to the judge's .gguf file")
+        return
+    from ggufbench.footprint import footprint_bytes
+    from ggufbench.gguf_file import validate
+    from ggufbench.resources import probe
+
+    try:
+        info = validate(judge.path)
+    except GgufbenchError as exc:
+        report.problems.append(f"the ELYZA judge: {exc}")
+        return
+    if not info.has_chat_template:
+        report.problems.append(
+            f"the ELYZA judge {judge.path.name} has no chat template in its metadata; "
+            "use a judge model with a chat template"
+        )
+    need, have = footprint_bytes(info, judge.n_ctx), probe().total_ram
+    if need > have:
+        report.problems.append(
+            f"the ELYZA judge {judge.path.name} needs about {need / 2**30:.1f} GiB but this "
+            f"machine has {have / 2**30:.1f} GiB of RAM; lower its n_ctx or use a smaller judge"
+        )
+    if info.n_params < SMALL_JUDGE_PARAMS:
+        report.notes.append(
+            f"the ELYZA judge {judge.path.name} has {info.n_params / 1e9:.2g}B parameters: "
+            "too small for its scores to mean much"
+        )
+
+
+def _check_chat_templates(suite: Suite, spec: Any, report: Report) -> None:
+    """In-process models render ELYZA's chat messages with their chat template."""
+    from ggufbench.gguf_file import validate
+
+    for model in suite.models:
+        if spec.models is not None and model.alias not in spec.models:
+            continue
+        if model.chat_template or model.path is None:
+            continue
+        if model_settings(suite, model)["runner"] != "llama-cpp":
+            continue
+        try:
+            info = validate(model.path)
+        except GgufbenchError:
+            continue  # already reported with the model
+        if not info.has_chat_template:
+            report.problems.append(
+                f"model '{model.alias}' has no chat template in its metadata, and "
+                "elyza_tasks_100 prompts are chat messages; set chat_template for it"
+            )
 
 
 def _check_memory(suite: Suite, report: Report) -> None:

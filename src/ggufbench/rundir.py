@@ -113,6 +113,8 @@ def find_unfinished(suite: Suite) -> RunDir | None:
     if not root.is_dir():
         return None
     for path in sorted(root.iterdir(), reverse=True):
+        if not (path / "run.json").is_file():
+            continue
         run = RunDir(path)
         try:
             meta = run.meta()

@@ -11,6 +11,7 @@ from ggufbench.cli._common import console
 
 def demo_suite_text(output_root: Path) -> str:
     """The bundled suite with this machine's model paths filled in."""
+    from ggufbench.benchmarks.elyza_data import demo_dataset_path
     from ggufbench.data import demo_tasks_path
     from ggufbench.testmodels import derived_path, gemma_path, smollm2_path
 
@@ -22,6 +23,8 @@ def demo_suite_text(output_root: Path) -> str:
             "smollm2_q2_k": derived_path(smollm2, "Q2_K"),
             "gemma": gemma_path(),
             "tasks": demo_tasks_path(),
+            "elyza_tasks": demo_dataset_path(),
+            "elyza_judge": smollm2,
         }
     template = (Path(__file__).parent.parent / "data" / "demo_suite.yaml").read_text("utf-8")
     for key, value in paths.items():
@@ -44,7 +47,9 @@ def register(app: typer.Typer) -> None:
 
         output_root = output_root.resolve()
         output_root.mkdir(parents=True, exist_ok=True)
-        suite_file = output_root / "demo-suite.yaml"
+        # In a folder of its own: every entry of output_root is read as a run.
+        suite_file = output_root / "demo-suite" / "demo-suite.yaml"
+        suite_file.parent.mkdir(exist_ok=True)
         suite_file.write_text(demo_suite_text(output_root), encoding="utf-8")
         console().print(f"demo suite written to {suite_file}")
         suite = apply_overrides(load_suite(suite_file), limit=limit)

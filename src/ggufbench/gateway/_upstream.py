@@ -21,7 +21,6 @@ import httpx
 from ggufbench.errors import ConfigError
 from ggufbench.gateway._model import Finish, GenParams, ModelFailed, ModelTimeout
 
-
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 

@@ -103,8 +103,73 @@ def render(summary: dict[str, Any]) -> str:
                 shown = _fmt(cur) if status == "done" else status
                 lines.append(f"| {alias} | {shown} | {delta} |")
             lines.append("")
-    lines += _speed(models) + _failures(models)
+    lines += _elyza(models) + _speed(models) + _failures(models)
     return "\n".join(lines) + "\n"
+
+
+ELYZA = "elyza_tasks_100"
+SMALL_JUDGE_PARAMS = 7_000_000_000
+
+
+def _elyza(models: dict[str, Any]) -> list[str]:
+    """ELYZA-tasks-100: who judged, the 1-5 distribution and what failed, by model."""
+    entries = {
+        alias: m["benchmarks"][ELYZA]
+        for alias, m in models.items()
+        if m["benchmarks"].get(ELYZA, {}).get("status") == "done"
+    }
+    if not entries:
+        return []
+    lines = [
+        "## ELYZA-tasks-100",
+        "",
+        "Scores are 1-5 from an LLM judge. A failed generation or judgement has no score "
+        "and is left out of the mean; an output without a final answer scores 1 and is "
+        "counted as a failed generation too.",
+        "",
+    ]
+    judges: list[dict[str, Any]] = []
+    for entry in entries.values():
+        judge = entry.get("judge") or {}
+        if judge and judge not in judges:
+            judges.append(judge)
+    lines += [f"- Judge: {_judge_line(j)}" for j in judges] + [""]
+    small = [j for j in judges if 0 < (j.get("n_params") or 0) < SMALL_JUDGE_PARAMS]
+    for judge in small:
+        lines += [
+            f"> **The judge has only {judge['n_params'] / 1e9:.2g}B parameters.** A judge "
+            "this small cannot grade Japanese answers reliably: these scores show that the "
+            "pipeline works, not how good the models are. Use a strong judge (for example "
+            "a GPT-4-class model behind `runner: openai`) for numbers you report.",
+            "",
+        ]
+    lines += [
+        "| model | mean ± stderr | 1 | 2 | 3 | 4 | 5 | scored / samples "
+        "| failed generations | no final answer | failed judgements |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for alias, e in entries.items():
+        dist = e.get("distribution") or {}
+        fails = e.get("failures") or {}
+        counts = " | ".join(str(dist.get(str(k), 0)) for k in range(1, 6))
+        scored = e.get("n_scored", sum(int(v) for v in dist.values()))
+        lines.append(
+            f"| {alias} | {_fmt(e.get('metrics', {}).get('score'))} | {counts} | "
+            f"{scored} / {e.get('n_samples', 0)} | {fails.get('generation', 0)} | "
+            f"{fails.get('no_final_answer', 0)} | {fails.get('judgement', 0)} |"
+        )
+    return lines + [""]
+
+
+def _judge_line(judge: dict[str, Any]) -> str:
+    runner = judge.get("runner", "?")
+    if judge.get("file"):
+        model = f"`{judge['file']}` ({judge.get('quant') or '?'}, sha256 `{judge['model'][:16]}`)"
+    else:
+        model = f"`{judge.get('model', '?')}`"
+    size = f", {judge['n_params'] / 1e9:.2g}B parameters" if judge.get("n_params") else ""
+    how = f"; {judge['constraint']}" if judge.get("constraint") else ""
+    return f"{runner} {model}{size}, prompt {judge.get('prompt_version', '?')}{how}"
 
 
 def _speed(models: dict[str, Any]) -> list[str]:

@@ -41,7 +41,7 @@ def build_summary(run: RunDir, ledger: Ledger, status: str) -> dict[str, Any]:
             "attempts": job.attempts,
             "error": job.error if job.status != "done" else None,
         }
-        for extra in ("gen_tokens", "compute_s", "judge", "distribution", "failures"):
+        for extra in ("gen_tokens", "compute_s", "judge", "distribution", "failures", "n_scored"):
             if extra in result:
                 entry[extra] = result[extra]
         models[job.model]["benchmarks"][job.benchmark] = entry
