@@ -79,8 +79,9 @@ def _check_models(suite: Suite, report: Report) -> None:
 
 
 def _check_tasks(suite: Suite, report: Report, datasets: bool, say: Callable[[str], None]) -> None:
-    from ggufbench.benchmarks.lm_eval import task_manager
+    from ggufbench.benchmarks.lm_eval import quiet_lm_eval, task_manager
 
+    quiet_lm_eval()
     for kind, spec in suite.benchmark_specs():
         if kind != "lm_eval":
             continue

@@ -15,11 +15,24 @@ def test_a_dead_worker_fails_only_its_job(tmp_path, smollm2, tasks_dir):
     root = tmp_path / "runs"
     suite = tmp_path / "suite.yaml"
     extra = "execution: {retries: 0, max_parallel_jobs: 1}\n"
-    suite.write_text(suite_text([("first", smollm2), ("second", smollm2)], ["demo_gsm8k_cot"],
-                                tasks_dir, root, limit=2, extra=extra))
+    suite.write_text(
+        suite_text(
+            [("first", smollm2), ("second", smollm2)],
+            ["demo_gsm8k_cot"],
+            tasks_dir,
+            root,
+            limit=2,
+            extra=extra,
+        )
+    )
     env = dict(os.environ, HF_DATASETS_OFFLINE="1", HF_HUB_OFFLINE="1")
-    proc = subprocess.Popen([sys.executable, "-m", "ggufbench", "run", str(suite)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ggufbench", "run", str(suite)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
     deadline = time.time() + 300
     while cached_answers(root) < 1:
         assert proc.poll() is None and time.time() < deadline

@@ -12,8 +12,9 @@ def test_sigterm_exits_130_and_lock_refuses_a_second_driver(tmp_path, smollm2, t
     root = tmp_path / "runs"
     suite = tmp_path / "suite.yaml"
     hook = f"execution: {{on_finish: 'echo $GGUFBENCH_STATUS >> {tmp_path}/hook.txt'}}\n"
-    suite.write_text(suite_text([("smol", smollm2)], ["demo_gsm8k_cot"], tasks_dir, root,
-                                limit=3, extra=hook))
+    suite.write_text(
+        suite_text([("smol", smollm2)], ["demo_gsm8k_cot"], tasks_dir, root, limit=3, extra=hook)
+    )
     proc = start(suite)
     wait_for_answers(root, proc, 1)
     (run_dir,) = root.iterdir()

@@ -11,6 +11,14 @@ from ggufbench.errors import TaskError
 from ggufbench.lmeval_adapter import GgufbenchLM
 
 
+def quiet_lm_eval() -> None:
+    """Keep lm-eval's and datasets' chatter (per-task notes, progress bars) off the terminal."""
+    import datasets
+
+    datasets.disable_progress_bars()
+    logging.getLogger("lm_eval").setLevel(logging.ERROR)
+
+
 def task_manager(include_path: str | None, names: list[str] | None = None) -> Any:
     """lm-eval's task index. When every task asked for is under include_path, lm-eval's
     own few thousand task files are not indexed, which saves seconds per process."""
@@ -27,7 +35,7 @@ def run(ctx: JobContext) -> dict[str, Any]:
     from lm_eval import simple_evaluate
 
     bench = ctx.spec["benchmark"]
-    logging.getLogger("lm_eval").setLevel(logging.WARNING)
+    quiet_lm_eval()
     lm = GgufbenchLM(ctx.cached)
     start = time.monotonic()
     try:
