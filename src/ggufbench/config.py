@@ -82,6 +82,12 @@ class ModelSpec(_Frozen):
     @field_validator("thinking", mode="before")
     @classmethod
     def _thinking(cls, value: Any) -> Any:
+        from ggufbench.thinking import thinking_format
+
+        try:
+            thinking_format(value)
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
         return value.lower() if isinstance(value, str) else value
 
 

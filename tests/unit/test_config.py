@@ -129,3 +129,10 @@ def test_overrides(tmp_path):
 def test_not_a_mapping():
     with pytest.raises(ConfigError, match="mapping"):
         parse_suite(["x"], Path("."))
+
+
+def test_thinking_formats(tmp_path):
+    text = SUITE.replace("thinking: quad", "thinking: [think-a, think-b, final]")
+    assert load_suite(write(tmp_path, text)).models[1].thinking == ["think-a", "think-b", "final"]
+    with pytest.raises(ConfigError, match="thinking"):
+        load_suite(write(tmp_path, SUITE.replace("thinking: quad", "thinking: ['']")))
