@@ -105,13 +105,15 @@ class LmEvalBenchmark(_Frozen):
 
 
 class JudgeSpec(_Frozen):
-    runner: str = "llama-cpp"
-    path: Path | None = None
-    base_url: str | None = None
-    model: str | None = None
-    api_key_env: str | None = None
-    concurrency: int = Field(4, ge=1)
-    n_ctx: int = Field(4096, ge=128)
+    """Who scores ELYZA answers: a local GGUF model or an OpenAI-compatible endpoint."""
+
+    runner: str = Field("llama-cpp", description="llama-cpp (a GGUF file) or openai")
+    path: Path | None = Field(None, description="the judge's GGUF file (llama-cpp)")
+    base_url: str | None = Field(None, description="OpenAI-compatible URL ending in /v1")
+    model: str | None = Field(None, description="model name at base_url")
+    api_key_env: str | None = Field(None, description="environment variable with the API key")
+    concurrency: int = Field(4, ge=1, description="judge requests at once (openai)")
+    n_ctx: int = Field(4096, ge=128, description="context length of a GGUF judge")
 
     _runner = field_validator("runner", mode="before")(lambda v: normalize_runner(str(v)))
 
@@ -121,7 +123,7 @@ class ElyzaBenchmark(_Frozen):
 
     dataset: str = "elyza/ELYZA-tasks-100"
     limit: int | None = Field(None, gt=0)
-    seed: int = 0
+    seed: int | None = Field(None, description="with limit: a seeded random subset, not the first N")
     max_tokens: int = Field(1024, ge=1)
     temperature: float = Field(0.0, ge=0)
     judge: JudgeSpec | None = None

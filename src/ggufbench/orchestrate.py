@@ -26,6 +26,8 @@ EXIT_CODES = {"done": 0, "partial": 1, "failed": 1, "interrupted": 130}
 def preflight(suite: Suite, console: Console) -> Report:
     with console.status("preflight checks", spinner="dots") as spin:
         report = check(suite, say=lambda s: spin.update(f"preflight: {s}"))
+    for note in report.notes:
+        console.print(f"[yellow]note:[/] {note}", highlight=False)
     if report.problems:
         raise ConfigError(
             f"{len(report.problems)} problem(s) found, nothing was started:\n  - "

@@ -79,12 +79,13 @@ def _check_models(suite: Suite, report: Report) -> None:
 
 
 def _check_tasks(suite: Suite, report: Report, datasets: bool, say: Callable[[str], None]) -> None:
+    specs = [spec for kind, spec in suite.benchmark_specs() if kind == "lm_eval"]
+    if not specs:
+        return  # lm-eval takes seconds to import
     from ggufbench.benchmarks.lm_eval import quiet_lm_eval, task_manager
 
     quiet_lm_eval()
-    for kind, spec in suite.benchmark_specs():
-        if kind != "lm_eval":
-            continue
+    for spec in specs:
         include = str(spec.include_path) if spec.include_path else None
         if include and not spec.include_path.is_dir():
             report.problems.append(f"include_path {include} is not a folder of task YAML files")

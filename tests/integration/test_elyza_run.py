@@ -36,7 +36,7 @@ output_root: {tmp_path / "runs"}
 models:
   - alias: smol
     path: {smollm2}
-defaults: {{runner: llama.cpp, n_ctx: 2048}}
+defaults: {{runner: llama.cpp, n_ctx: 2048, threads: 1}}
 benchmarks:
   - elyza_tasks_100:
       dataset: {dataset}

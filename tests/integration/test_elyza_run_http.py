@@ -206,6 +206,26 @@ def test_quad_thinking_model_is_scored_on_final_answers_only(
             assert SECRET not in shown
 
 
+def wait_for_workers_to_stop(run_dir: Path, timeout_s: float = 20.0) -> None:
+    with sqlite3.connect(run_dir / "ledger.sqlite") as db:
+        pids = [r[0] for r in db.execute("SELECT pid FROM attempts") if r[0]]
+    assert pids
+    deadline = time.monotonic() + timeout_s
+    for pid in pids:
+        while running(pid):
+            assert time.monotonic() < deadline, f"worker {pid} is still running"
+            time.sleep(0.05)
+
+
+def running(pid: int) -> bool:
+    """Whether the process exists and is not a zombie."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
 def committed_judgements(run_dir: Path, identity: str) -> set[str]:
     with sqlite3.connect(run_dir / "ledger.sqlite") as db:
         rows = db.execute("SELECT request FROM cache WHERE model = ?", (identity,)).fetchall()
@@ -236,8 +256,8 @@ def test_kill_during_judging_then_resume_judges_nothing_twice(
         if proc.poll() is None:
             proc.kill()
         log.close()
-    time.sleep(1.5)  # the orphaned worker notices its parent is gone and stops
     (run_dir,) = (tmp_path / "runs").iterdir()
+    wait_for_workers_to_stop(run_dir)  # orphaned, they notice and stop by themselves
     before = server.prompts("judge")
     committed = committed_judgements(run_dir, f"{server.base_url} judge")
     assert 2 <= len(committed) < len(inputs)

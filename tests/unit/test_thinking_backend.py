@@ -24,8 +24,9 @@ def test_answer_only_hashes_and_stops_apply_to_the_answer():
     raw = "<think-task>plan: stop here\nQuestion:</think-task><final>42\nQuestion: more</final>"
     inner = ScriptedBackend([raw, "<think>never closed"])
     backend = ThinkingBackend(inner, thinking_format("quad"))
-    first, second = backend.generate([GenRequest(prompt="p", stop=("Question:",)),
-                                      GenRequest(prompt="q")])
+    first, second = backend.generate(
+        [GenRequest(prompt="p", stop=("Question:",)), GenRequest(prompt="q")]
+    )
     assert inner.seen[0].stop == ()  # the model's thinking is not cut by the task's stops
     assert first.text == "42\n"
     inner_text = "plan: stop here\nQuestion:"

@@ -50,9 +50,10 @@ from ggufbench.cached import CachedBackend
 from ggufbench.config import ElyzaBenchmark, JudgeSpec
 from ggufbench.errors import BackendError, ConfigError
 
-__all__ = ["GENERATION_ATTEMPTS", "Generation", "judge_samples", "run_job"]
+__all__ = ["REQUEST_ATTEMPTS", "Generation", "judge_samples", "run_job"]
 
-GENERATION_ATTEMPTS = 3
+REQUEST_ATTEMPTS = 3
+"""Tries per request, model or judge, before its sample is recorded as failed."""
 
 
 @dataclass(frozen=True)
@@ -73,32 +74,13 @@ def run_job(ctx: JobContext) -> dict[str, Any]:
         )
     tasks = load_tasks(bench.dataset, limit=bench.limit, seed=bench.seed)
     start = time.monotonic()
-    fixed_s = ctx.cached.timing.fixed_s
+    fixed_s = ctx.cached.timing.fixed_s  # the suite's request_timeout_s, if it sets one
     generations, model_stats = _generate(ctx, tasks, bench, fixed_s)
     ctx.cached.backend.close()  # free its memory before the judge loads
-    judge = _open_judge(ctx, bench.judge)
-    try:
-        judge_cached = CachedBackend(judge, ctx.ledger, ctx.owner, ctx.job_id)
-        runner = RequestRunner(
-            judge_cached,
-            Pace.for_judge(fixed_s),
-            attempts=GENERATION_ATTEMPTS,
-            concurrency=_concurrency(judge),
-        )
-        scores = judge_samples(runner, tasks, generations)
-        identity = judge_identity(judge.info, **_judge_details(bench.judge, judge))
-    finally:
-        judge.close()
+    scores, judge_stats, identity = _judge(ctx, bench.judge, tasks, generations, fixed_s)
     summary = aggregate(scores)
     rows = [_sample_row(t, g, s) for t, g, s in zip(tasks, generations, scores, strict=True)]
     ctx.write_jsonl(ctx.samples_path(), rows)
-    no_answer = sum(s.status == "no_answer" for s in scores)
-    failures = {
-        "generation": summary.failed_generations,
-        "judgement": summary.failed_judgements,
-        "no_final_answer": no_answer,
-    }
-    requests = _sum_requests(model_stats, runner.stats)
     ctx.write_json(
         ctx.result_path(),
         {
@@ -107,7 +89,7 @@ def run_job(ctx: JobContext) -> dict[str, Any]:
             "settings": bench.model_dump(mode="json", exclude={"models", "judge"}),
             "judge": identity,
             "summary": summary.to_dict(),
-            "requests": {"model": model_stats.to_dict(), "judge": runner.stats.to_dict()},
+            "requests": {"model": model_stats.to_dict(), "judge": judge_stats.to_dict()},
         },
     )
     return {
@@ -115,12 +97,16 @@ def run_job(ctx: JobContext) -> dict[str, Any]:
         "n_samples": summary.n_samples,
         "n_scored": summary.n_scored,
         "wall_s": round(time.monotonic() - start, 3),
-        "requests": requests,
+        "requests": _sum_requests(model_stats, judge_stats),
         "gen_tokens": model_stats.gen_tokens,
         "compute_s": round(model_stats.compute_s, 3),
         "judge": identity,
         "distribution": summary.to_dict()["distribution"],
-        "failures": failures,
+        "failures": {
+            "generation": summary.failed_generations,
+            "judgement": summary.failed_judgements,
+            "no_final_answer": sum(s.status == "no_answer" for s in scores),
+        },
     }
 
 
@@ -133,7 +119,7 @@ def _generate(
     runner = RequestRunner(
         ctx.cached,
         Pace.for_generation(fixed_s),
-        attempts=GENERATION_ATTEMPTS,
+        attempts=REQUEST_ATTEMPTS,
         concurrency=_concurrency(ctx.cached.backend),
     )
     requests = [
@@ -164,14 +150,31 @@ def _concurrency(backend: Backend) -> int:
 # -- 2. judging -------------------------------------------------------------------
 
 
-def _open_judge(ctx: JobContext, spec: JudgeSpec) -> Backend:
+def _judge(
+    ctx: JobContext,
+    spec: JudgeSpec,
+    tasks: Sequence[ElyzaTask],
+    generations: Sequence[Generation],
+    fixed_s: float | None,
+) -> tuple[list[SampleScore], RequestStats, dict[str, Any]]:
+    """Open the judge in this worker, score every sample, close it."""
     from ggufbench.worker import make_judge_backend
 
-    n_gpu_layers = int(ctx.spec["model"].get("n_gpu_layers", -1))
-    backend: Backend = make_judge_backend(
-        spec.model_dump(mode="json"), ctx.extra.get("threads"), n_gpu_layers
-    )
-    return backend
+    model = ctx.spec["model"]  # the judge takes the model's place in this worker
+    threads = model.get("threads") or ctx.extra.get("threads")
+    n_gpu_layers = int(model.get("n_gpu_layers", -1))
+    judge: Backend = make_judge_backend(spec.model_dump(mode="json"), threads, n_gpu_layers)
+    try:
+        runner = RequestRunner(
+            CachedBackend(judge, ctx.ledger, ctx.owner, ctx.job_id),
+            Pace.for_judge(fixed_s),
+            attempts=REQUEST_ATTEMPTS,
+            concurrency=_concurrency(judge),
+        )
+        scores = judge_samples(runner, tasks, generations)
+        return scores, runner.stats, judge_identity(judge.info, **_judge_details(spec))
+    finally:
+        judge.close()
 
 
 def judge_samples(
@@ -223,7 +226,7 @@ def judge_samples(
     return [scores[i] for i in range(len(tasks))]
 
 
-def _judge_details(spec: JudgeSpec, judge: Backend) -> dict[str, Any]:
+def _judge_details(spec: JudgeSpec) -> dict[str, Any]:
     if spec.runner == "llama-cpp" and spec.path is not None:
         from ggufbench.benchmarks.elyza_choice import CONSTRAINT
         from ggufbench.gguf_file import validate
