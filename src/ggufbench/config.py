@@ -123,7 +123,7 @@ class ElyzaBenchmark(_Frozen):
 
     dataset: str = "elyza/ELYZA-tasks-100"
     limit: int | None = Field(None, gt=0)
-    seed: int | None = Field(None, description="with limit: a seeded random subset, not the first N")
+    seed: int | None = Field(None, description="with limit: a seeded subset, not the first N")
     max_tokens: int = Field(1024, ge=1)
     temperature: float = Field(0.0, ge=0)
     judge: JudgeSpec | None = None
