@@ -1,17 +1,30 @@
 """The wrapper every backend is called through: cache, progress and deadlines.
 
 Backends only compute. This wrapper looks each request up in the run's ledger
-first, sends only what is missing to the backend, one group at a time, and
-commits answers as they complete (buffered for at most ``FLUSH_S`` seconds).
-Before each group it publishes a deadline; the orchestrator kills a worker
-that passes it, and the retry serves everything finished from the cache.
+first and sends only what is missing to the backend, sorted so that requests
+sharing a prefix are adjacent:
+
+* A backend whose class offers ``<kind>_iter`` (the in-process engine) gets all
+  missing requests of a call at once and yields ``(index, answer)`` as each
+  completes; it shares prefixes and batches across all of them.
+* Any other backend gets them in chunks: whole context groups (loglikelihood)
+  worth about ``CHUNK_S`` seconds of measured work, or ``generation_width``
+  prompts (generation).
+
+Either way answers are committed as they complete, buffered for at most
+``FLUSH_S`` seconds, and whatever finished is committed when a call fails.
+Progress is published at most every ``REPORT_S`` seconds together with a
+deadline for the next answers; the orchestrator kills a worker that passes it,
+and the retry serves everything finished from the cache. The iterator is looked
+up on the backend's class, never forwarded through a wrapper, so a wrapper that
+rewrites answers (the thinking parser) is never bypassed.
 """
 
 from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -20,8 +33,13 @@ from ggufbench.cache_key import cache_key
 from ggufbench.ledger import Ledger
 
 FLUSH_S = 1.0
+REPORT_S = 1.0
+CHUNK_S = 2.0
 DEADLINE_FLOOR_S = 120.0
 DEADLINE_FACTOR = 10.0
+LOGLIK_WINDOW = 16  # loglikelihood answers the next deadline covers
+
+Payload = dict[str, Any]
 
 
 @dataclass
@@ -54,6 +72,27 @@ class Timing:
             self.rates[kind] = new if old is None else min(old, new) * 0.5 + new * 0.5
 
 
+@dataclass
+class _Kind:
+    """How one request kind is cached and computed."""
+
+    name: str
+    units: Callable[[Payload], float]  # work estimate of one request
+    order: Callable[[Payload], Any]  # sort key: shared prefixes adjacent
+    group: Callable[[Payload], Any]  # requests that go to a chunked backend together
+    batch: Callable[[list[Payload]], list[Any]]  # chunked: payloads -> answers
+    stream: Callable[[list[Payload]], Iterable[tuple[int, Any]]] | None  # all at once
+    window: Callable[[int], int]  # answers the next deadline covers, of n left
+
+
+def _own_method(backend: object, name: str) -> Callable[..., Any] | None:
+    """``backend.name`` if the backend's class defines it (never a forwarded attribute)."""
+    if getattr(type(backend), name, None) is None:
+        return None
+    method: Callable[..., Any] = getattr(backend, name)
+    return method
+
+
 class CachedBackend:
     def __init__(
         self,
@@ -71,52 +110,76 @@ class CachedBackend:
         self.counts = Counts()
         self._pending: list[tuple[str, str, str, Any, Any]] = []
         self._last_flush = time.monotonic()
+        self._last_report = 0.0
         self._done = 0
         self._total = 0
 
     # -- public kinds ----------------------------------------------------
     def loglikelihood(self, requests: Sequence[LoglikRequest]) -> list[LoglikResult]:
         payloads = [{"context": r.context, "continuation": r.continuation} for r in requests]
-        answers = self._run(
+        stream = _own_method(self.backend, "loglikelihood_iter")
+        kind = _Kind(
             "loglikelihood",
-            payloads,
-            group=lambda p: p["context"],
             units=lambda p: len(p["context"]) + len(p["continuation"]),
-            compute=lambda ps: [
+            order=lambda p: (p["context"], p["continuation"]),
+            group=lambda p: p["context"],
+            batch=lambda ps: [
                 asdict(r) for r in self.backend.loglikelihood([LoglikRequest(**p) for p in ps])
             ],
+            stream=None
+            if stream is None
+            else lambda ps: ((i, asdict(r)) for i, r in stream([LoglikRequest(**p) for p in ps])),
+            window=lambda n: min(n, LOGLIK_WINDOW),
         )
-        return [LoglikResult(**a) for a in answers]
+        return [LoglikResult(**a) for a in self._run(kind, payloads)]
 
     def loglikelihood_rolling(self, texts: Sequence[str]) -> list[float]:
-        answers = self._run(
+        stream = _own_method(self.backend, "loglikelihood_rolling_iter")
+        kind = _Kind(
             "loglikelihood_rolling",
-            [{"text": t} for t in texts],
-            group=lambda p: p["text"],
             units=lambda p: len(p["text"]),
-            compute=lambda ps: [
+            order=lambda p: p["text"],
+            group=lambda p: p["text"],
+            batch=lambda ps: [
                 {"logprob": x} for x in self.backend.loglikelihood_rolling([p["text"] for p in ps])
             ],
+            stream=None
+            if stream is None
+            else lambda ps: ((i, {"logprob": x}) for i, x in stream([p["text"] for p in ps])),
+            window=lambda n: min(n, 1),
         )
+        answers = self._run(kind, [{"text": t} for t in texts])
         return [float(a["logprob"]) for a in answers]
 
     def generate(self, requests: Sequence[GenRequest]) -> list[GenResult]:
-        payloads = [asdict(r) for r in requests]
+        stream = _own_method(self.backend, "generate_iter")
 
-        def compute(ps: list[dict[str, Any]]) -> list[dict[str, Any]]:
-            reqs = [GenRequest(**_tupled(p)) for p in ps]
-            out = [asdict(r) for r in self.backend.generate(reqs)]
-            self.counts.gen_tokens += sum(r["n_tokens"] for r in out)
-            return out
+        def counted(result: GenResult) -> dict[str, Any]:
+            self.counts.gen_tokens += result.n_tokens
+            return asdict(result)
 
-        answers = self._run(
+        def batch(ps: list[Payload]) -> list[Any]:
+            return [counted(r) for r in self.backend.generate([_gen(p) for p in ps])]
+
+        def streamed(ps: list[Payload]) -> Iterator[tuple[int, Any]]:
+            assert stream is not None
+            return ((i, counted(r)) for i, r in stream([_gen(p) for p in ps]))
+
+        def window(n: int) -> int:
+            if n <= 1:
+                return 1
+            return min(n, max(1, int(getattr(self.backend, "generation_width", 1))))
+
+        kind = _Kind(
             "generate",
-            payloads,
-            group=lambda p: id(p),
             units=lambda p: p["max_tokens"],
-            compute=compute,
+            order=lambda p: (p["prompt"], repr(p["messages"]), repr(sorted(p.items()))),
+            group=lambda p: id(p),
+            batch=batch,
+            stream=None if stream is None else streamed,
+            window=window,
         )
-        return [GenResult(**a) for a in answers]
+        return [GenResult(**a) for a in self._run(kind, [asdict(r) for r in requests])]
 
     def flush(self) -> None:
         if self._pending:
@@ -125,56 +188,126 @@ class CachedBackend:
         self._last_flush = time.monotonic()
 
     # -- the loop --------------------------------------------------------
-    def _run(
-        self,
-        kind: str,
-        payloads: list[dict[str, Any]],
-        group: Callable[[dict[str, Any]], Any],
-        units: Callable[[dict[str, Any]], float],
-        compute: Callable[[list[dict[str, Any]]], list[dict[str, Any]]],
-    ) -> list[Any]:
+    def _run(self, kind: _Kind, payloads: list[Payload]) -> list[Any]:
         info = self.backend.info
-        keys = [cache_key(info, kind, p) for p in payloads]
+        keys = [cache_key(info, kind.name, p) for p in payloads]
         answers: dict[str, Any] = self.ledger.cache_get(list(dict.fromkeys(keys)))
         self.counts.total += len(keys)
         self.counts.from_cache += sum(1 for k in keys if k in answers)
         self._total += len(keys)
         self._done += sum(1 for k in keys if k in answers)
         multiplicity = Counter(keys)
-        todo: dict[Any, dict[str, dict[str, Any]]] = {}
-        seen: set[str] = set()
+        todo: dict[str, Payload] = {}
         for key, payload in zip(keys, payloads, strict=True):
-            if key not in answers and key not in seen:
-                seen.add(key)
-                todo.setdefault(group(payload), {})[key] = payload
+            if key not in answers:
+                todo.setdefault(key, payload)
+        ordered = sorted(todo.items(), key=lambda item: kind.order(item[1]))
+        run = _Progress(self, kind, ordered, multiplicity, answers)
         self._report(None)
-        for members in todo.values():
-            work = sum(units(p) for p in members.values())
-            self._report(self.timing.deadline(kind, work, len(members)))
-            start = time.monotonic()
-            out = compute(list(members.values()))
-            seconds = time.monotonic() - start
-            self.counts.compute_s += seconds
-            self.timing.observe(kind, work, seconds)
-            for (key, payload), answer in zip(members.items(), out, strict=True):
-                answers[key] = answer
-                self._pending.append((key, kind, info.identity, payload, answer))
-            n_new = sum(multiplicity[k] for k in members)
-            self.counts.computed += n_new
-            self._done += n_new
-            if time.monotonic() - self._last_flush >= FLUSH_S:
-                self.flush()
-        self.flush()
-        self._report(None)
+        try:
+            if ordered and kind.stream is not None:
+                run.stream()
+            elif ordered:
+                run.chunks()
+        finally:
+            self.flush()
+            self._report(None)
         return [answers[k] for k in keys]
 
     def _report(self, deadline: float | None) -> None:
+        self._last_report = time.monotonic()
         self.ledger.progress(self.owner, self.job_id, self._done, self._total, deadline)
 
 
-def _tupled(payload: dict[str, Any]) -> dict[str, Any]:
+class _Progress:
+    """One call's uncached requests on their way through the backend."""
+
+    def __init__(
+        self,
+        cached: CachedBackend,
+        kind: _Kind,
+        ordered: list[tuple[str, Payload]],
+        multiplicity: Counter[str],
+        answers: dict[str, Any],
+    ) -> None:
+        self.cached = cached
+        self.kind = kind
+        self.ordered = ordered
+        self.multiplicity = multiplicity
+        self.answers = answers
+        self.left = len(ordered)
+        self.mean_units = sum(kind.units(p) for _, p in ordered) / max(1, len(ordered))
+        self.units_since = 0.0
+        self.since = time.monotonic()
+
+    def stream(self) -> None:
+        assert self.kind.stream is not None
+        payloads = [p for _, p in self.ordered]
+        self._publish()
+        start = time.monotonic()
+        try:
+            for index, answer in self.kind.stream(payloads):
+                self._record(*self.ordered[index], answer)
+        finally:
+            self.cached.counts.compute_s += time.monotonic() - start
+
+    def chunks(self) -> None:
+        for chunk in self._split():
+            self._publish(len(chunk))
+            start = time.monotonic()
+            out = self.kind.batch([p for _, p in chunk])
+            self.cached.counts.compute_s += time.monotonic() - start
+            for (key, payload), answer in zip(chunk, out, strict=True):
+                self._record(key, payload, answer)
+
+    def _split(self) -> Iterator[list[tuple[str, Payload]]]:
+        """Consecutive groups, about CHUNK_S of measured work each (one group at first)."""
+        groups: list[list[tuple[str, Payload]]] = []
+        for item in self.ordered:
+            if groups and self.kind.group(groups[-1][0][1]) == self.kind.group(item[1]):
+                groups[-1].append(item)
+            else:
+                groups.append([item])
+        width = self.kind.window(len(self.ordered)) if self.kind.name == "generate" else 0
+        chunk: list[tuple[str, Payload]] = []
+        for members in groups:
+            chunk += members
+            rate = self.cached.timing.rates.get(self.kind.name)
+            work = sum(self.kind.units(p) for _, p in chunk)
+            full = len(chunk) >= width if width else not rate or work / rate >= CHUNK_S
+            if full:
+                yield chunk
+                chunk = []
+        if chunk:
+            yield chunk
+
+    def _record(self, key: str, payload: Payload, answer: Any) -> None:
+        cached = self.cached
+        self.answers[key] = answer
+        cached._pending.append((key, self.kind.name, cached.backend.info.identity, payload, answer))
+        n = self.multiplicity[key]
+        cached.counts.computed += n
+        cached._done += n
+        self.left -= 1
+        self.units_since += self.kind.units(payload)
+        now = time.monotonic()
+        if now - cached._last_flush >= FLUSH_S:
+            cached.flush()
+        if now - cached._last_report >= REPORT_S and self.left:
+            cached.timing.observe(self.kind.name, self.units_since, now - self.since)
+            self.units_since, self.since = 0.0, now
+            self._publish()
+
+    def _publish(self, n: int | None = None) -> None:
+        """Progress, and a deadline for the next answers."""
+        n = n or self.kind.window(self.left)
+        deadline = self.cached.timing.deadline(self.kind.name, self.mean_units * n, n)
+        self.cached._report(deadline)
+
+
+def _gen(payload: Payload) -> GenRequest:
     """JSON turns tuples into lists; GenRequest is frozen and hashable."""
     out = dict(payload)
     out["stop"] = tuple(out.get("stop") or ())
     out["messages"] = tuple(tuple(m) for m in out.get("messages") or ())
-    return out
+    return GenRequest(**out)

@@ -46,14 +46,45 @@ def wait_for_answers(root: Path, proc: subprocess.Popen, at_least: int) -> None:
         time.sleep(0.2)
 
 
+def partial_job(root: Path) -> bool:
+    """Whether some job is running with part of its answers committed."""
+    for ledger in root.glob("*/ledger.sqlite"):
+        try:
+            db = sqlite3.connect(f"file:{ledger}?mode=ro", uri=True, timeout=5)
+            try:
+                sql = (
+                    "SELECT COUNT(*) FROM jobs WHERE status='running' AND done > 0 AND done < total"
+                )
+                return int(db.execute(sql).fetchone()[0]) > 0
+            finally:
+                db.close()
+        except sqlite3.OperationalError:
+            return False
+    return False
+
+
+def wait_for_partial(root: Path, proc: subprocess.Popen) -> None:
+    """Wait until a live worker is part way through a job (a killed run's rows don't count)."""
+    deadline = time.time() + 300
+    while not (partial_job(root) and any(alive(pid) for pid in worker_pids(root))):
+        assert proc.poll() is None, proc.stdout.read().decode()
+        assert time.time() < deadline, "no progress"
+        time.sleep(0.1)
+
+
 def worker_pids(root: Path) -> list[int]:
-    (ledger,) = root.glob("*/ledger.sqlite")
-    db = sqlite3.connect(f"file:{ledger}?mode=ro", uri=True, timeout=5)
+    ledgers = list(root.glob("*/ledger.sqlite"))
+    if not ledgers:
+        return []
     try:
-        rows = db.execute("SELECT pid FROM attempts WHERE status='running' AND pid IS NOT NULL")
-        return [int(r[0]) for r in rows]
-    finally:
-        db.close()
+        db = sqlite3.connect(f"file:{ledgers[0]}?mode=ro", uri=True, timeout=5)
+        try:
+            sql = "SELECT pid FROM attempts WHERE status='running' AND pid IS NOT NULL"
+            return [int(r[0]) for r in db.execute(sql)]
+        finally:
+            db.close()
+    except sqlite3.OperationalError:  # the ledger is being created
+        return []
 
 
 def alive(pid: int) -> bool:
@@ -81,12 +112,12 @@ def test_kill9_then_resume_gives_identical_samples(tmp_path, smollm2, tasks_dir)
     suite.write_text(suite_text([("smol", smollm2)], TASKS, tasks_dir, root, limit=4))
     # 1: kill the whole process group while the first job is answering
     proc = start(suite)
-    wait_for_answers(root, proc, 2)
+    wait_for_partial(root, proc)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     # 2: kill only the orchestrator; its orphaned worker must stop by itself
     proc = start(suite)
-    wait_for_answers(root, proc, cached_answers(root) + 2)
+    wait_for_partial(root, proc)
     workers = worker_pids(root)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
@@ -101,12 +132,15 @@ def test_kill9_then_resume_gives_identical_samples(tmp_path, smollm2, tasks_dir)
     (run_dir,) = root.iterdir()
     assert read_samples(run_dir) == read_samples(ref_dir)
     summary = json.loads((run_dir / "summary.json").read_text())
-    gsm = summary["models"]["smol"]["benchmarks"]["demo_gsm8k_cot"]
-    assert gsm["requests"]["from_cache"] > 0
-    assert gsm["requests"]["from_cache"] + gsm["requests"]["computed"] == gsm["requests"]["total"]
-    assert gsm["attempts"] >= 2
-    logs = sorted(p.name for p in (run_dir / "logs").iterdir())
-    assert "smol__demo_gsm8k_cot.1.log" in logs and "smol__demo_gsm8k_cot.2.log" in logs
+    benches = summary["models"]["smol"]["benchmarks"]
+    for entry in benches.values():
+        req = entry["requests"]
+        assert req["from_cache"] + req["computed"] == req["total"]
+    assert sum(e["requests"]["from_cache"] for e in benches.values()) > 0
+    assert max(e["attempts"] for e in benches.values()) >= 2
+    logs = {p.name for p in (run_dir / "logs").iterdir()}
+    resumed = [name for name, e in benches.items() if e["attempts"] >= 2]
+    assert all(f"smol__{name}.2.log" in logs for name in resumed)
     ref = json.loads((ref_dir / "summary.json").read_text())["models"]["smol"]["benchmarks"]
     for name, entry in summary["models"]["smol"]["benchmarks"].items():
         assert entry["metrics"] == ref[name]["metrics"]
@@ -117,7 +151,7 @@ def test_resume_command_and_status_of_a_dead_run(tmp_path, smollm2, tasks_dir):
     suite = tmp_path / "suite.yaml"
     suite.write_text(suite_text([("smol", smollm2)], ["demo_gsm8k_cot"], tasks_dir, root, limit=3))
     proc = start(suite)
-    wait_for_answers(root, proc, 1)
+    wait_for_partial(root, proc)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     (run_dir,) = root.iterdir()

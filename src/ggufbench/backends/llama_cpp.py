@@ -1,31 +1,29 @@
-"""In-process llama.cpp through llama-cpp-python's low-level API.
+"""In-process llama.cpp: the backend that scores and generates for a run.
 
 Why not ``Llama.__call__``: it asks for logits at every position, sorts the
 whole vocabulary in Python for each echoed token, and reuses the KV cache of
 whatever prompt came before, so an answer would depend on the previous request.
-Here every answer is a pure function of (model file, request, settings):
+Here the engine (:mod:`ggufbench.engine`, described in ``docs/engine.md``)
+makes every answer a pure function of (model file, request, settings):
 
-* Loglikelihood: requests are grouped by their context tokens. For a group the
-  cache is cleared, the context is decoded in fixed chunks of ``n_batch`` tokens
-  from position 0 with logits only at its last token, then each continuation is
-  decoded on top (logits only at the positions it scores) and removed again.
-  The chunking depends only on the context's length, never on which other
-  requests are in the group or in the run.
-* Generation: greedy argmax (or seeded sampling), prompt decoded the same way,
-  then one token at a time.
+* Loglikelihood: requests are tokenized as lm-eval's HF model does, put in a
+  prefix tree of canonical segments and scored depth first, each shared
+  segment decoded once, logits read only where a token is scored.
+* Generation: prompts are decoded in canonical segments, each in its own KV
+  stream (shared few-shot prefixes copied, not decoded again), then stepped
+  together, a token per prompt per decode, no wider than the width that was
+  measured to leave every row unchanged.
+
+The ``*_iter`` methods yield ``(index, answer)`` as answers complete, so the
+cache wrapper commits them while the rest are still being computed.
 """
 
 from __future__ import annotations
 
-import codecs
-import ctypes
 import hashlib
-import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from ggufbench.backends._base import (
     BackendInfo,
@@ -34,15 +32,22 @@ from ggufbench.backends._base import (
     LoglikRequest,
     LoglikResult,
 )
-from ggufbench.errors import BackendError, BackendTimeout, ModelFileError
+from ggufbench.engine import (
+    GenDone,
+    GenJob,
+    Runtime,
+    generate,
+    invariant_width,
+    newline_shape,
+    score,
+)
+from ggufbench.errors import BackendError
+
+__all__ = ["GENERATION_WIDTH_LIMIT", "LlamaCppBackend"]
 
 Tokens = tuple[int, ...]
-
-
-def _log_softmax(logits: np.ndarray) -> np.ndarray:
-    x = logits.astype(np.float64)
-    top = x.max()
-    return x - (top + np.log(np.exp(x - top).sum()))
+GENERATION_WIDTH_LIMIT = 8
+CHUNKING = "segments: n_batch grid, paragraph breaks, context end"
 
 
 class LlamaCppBackend:
@@ -61,37 +66,24 @@ class LlamaCppBackend:
     ) -> None:
         import llama_cpp
 
-        self._lib = llama_cpp
-        try:
-            self.llm = llama_cpp.Llama(
-                model_path=str(path),
-                n_ctx=n_ctx,
-                n_batch=n_batch,
-                n_ubatch=n_batch,
-                n_threads=n_threads,
-                n_threads_batch=n_threads,
-                n_gpu_layers=n_gpu_layers,
-                logits_all=False,
-                verbose=False,
-            )
-        except (ValueError, RuntimeError, OSError) as exc:
-            raise ModelFileError(f"llama.cpp could not load {path}: {exc}") from exc
-        self.path = path
+        self.path = Path(path)
         self.n_ctx = n_ctx
         self.n_batch = n_batch
-        model = self.llm._model
-        self._ctx = self.llm._ctx.ctx
-        self._mem = llama_cpp.llama_get_memory(self._ctx)
-        self._vocab = llama_cpp.llama_model_get_vocab(model.model)
-        self.n_vocab = model.n_vocab()
-        self.add_bos = bool(model.add_bos_token())
-        bos, eos = model.token_bos(), model.token_eos()
-        self.prefix_token = bos if bos >= 0 else eos
-        self._batch = llama_cpp.llama_batch_init(n_batch, 0, 1)
-        meta = self.llm.metadata
-        self.chat_template = chat_template or meta.get("tokenizer.chat_template")
-        self._bos_text = model.token_get_text(bos) if bos >= 0 else ""
-        self._eos_text = model.token_get_text(eos) if eos >= 0 else ""
+        self.rt = Runtime(
+            self.path,
+            n_ctx=n_ctx,
+            n_batch=n_batch,
+            n_threads=n_threads,
+            n_gpu_layers=n_gpu_layers,
+        )
+        rt = self.rt
+        self.add_bos = rt.add_bos
+        self.prefix_token = rt.bos if rt.bos >= 0 else rt.eos
+        self.chat_template = chat_template or rt.metadata.get("tokenizer.chat_template")
+        self._bos_text = rt.token_text(rt.bos)
+        self._eos_text = rt.token_text(rt.eos)
+        self._shapes: dict[int, tuple[int, bool]] = {}
+        self._width: int | None = None
         template_id = hashlib.sha256((self.chat_template or "").encode()).hexdigest()[:16]
         self.info = BackendInfo(
             runner="llama-cpp",
@@ -99,6 +91,8 @@ class LlamaCppBackend:
             settings={
                 "n_ctx": n_ctx,
                 "n_batch": n_batch,
+                "chunking": CHUNKING,
+                "attention": "no flash attention, f16 KV cache",
                 "add_bos": self.add_bos,
                 "chat_template": template_id,
                 "n_gpu_layers": n_gpu_layers,
@@ -111,107 +105,89 @@ class LlamaCppBackend:
         self.time_limit_s: float | None = None
 
     def close(self) -> None:
-        if self._batch is not None:
-            self._lib.llama_batch_free(self._batch)
-            self._batch = None
-        self.llm.close()
+        self.rt.close()
 
-    # -- tokens ----------------------------------------------------------
+    @property
+    def generation_width(self) -> int:
+        """Prompts stepped together: measured once, on first use (see engine._probe)."""
+        if self._width is None:
+            self._width = invariant_width(self.rt, GENERATION_WIDTH_LIMIT)
+        return self._width
+
+    # -- tokens ----------------------------------------------------------------
     def tokenize(self, text: str, *, add_bos: bool | None = None) -> list[int]:
-        bos = self.add_bos if add_bos is None else add_bos
-        return list(self.llm.tokenize(text.encode("utf-8"), add_bos=bos, special=True))
+        return self.rt.tokenize(text, add_bos=self.add_bos if add_bos is None else add_bos)
+
+    def _shape(self, token: int) -> tuple[int, bool]:
+        found = self._shapes.get(token)
+        if found is None:
+            found = self._shapes[token] = newline_shape(self.rt.piece(token))
+        return found
 
     def _encode_pair(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
         """Tokenize as lm-eval's HF model does: whole string, then split."""
+        if context == "":
+            return [self.prefix_token], self.tokenize(continuation, add_bos=False)
         n_spaces = len(context) - len(context.rstrip())
         if n_spaces > 0:
             continuation = context[-n_spaces:] + continuation
             context = context[:-n_spaces]
-        if context == "":
-            return [self.prefix_token], self.tokenize(continuation, add_bos=False)
         whole = self.tokenize(context + continuation)
         ctx = self.tokenize(context)
         return ctx, whole[len(ctx) :]
 
-    # -- decoding --------------------------------------------------------
-    def _decode(self, tokens: Sequence[int], start: int, want: Sequence[bool]) -> list[np.ndarray]:
-        """Decode tokens at positions start.. in fixed n_batch chunks; return wanted logits."""
-        out: list[np.ndarray] = []
-        batch = self._batch
-        for lo in range(0, len(tokens), self.n_batch):
-            chunk = tokens[lo : lo + self.n_batch]
-            batch.n_tokens = len(chunk)
-            for i, tok in enumerate(chunk):
-                batch.token[i] = tok
-                batch.pos[i] = start + lo + i
-                batch.n_seq_id[i] = 1
-                batch.seq_id[i][0] = 0
-                batch.logits[i] = want[lo + i]
-            rc = self._lib.llama_decode(self._ctx, batch)
-            if rc != 0:
-                raise BackendError(f"llama_decode failed with code {rc} on {self.path.name}")
-            for i in range(len(chunk)):
-                if want[lo + i]:
-                    ptr = self._lib.llama_get_logits_ith(self._ctx, i)
-                    out.append(np.ctypeslib.as_array(ptr, shape=(self.n_vocab,)).copy())
-        return out
-
-    def _clear(self) -> None:
-        self._lib.llama_memory_clear(self._mem, True)
-
-    def _trim(self, length: int) -> None:
-        self._lib.llama_memory_seq_rm(self._mem, 0, length, -1)
-
-    def score_tokens(self, context: Tokens, continuations: Sequence[Tokens]) -> list[LoglikResult]:
-        """log P(cont | context) for each continuation, context decoded once."""
-        self._clear()
-        want = [False] * len(context)
-        want[-1] = True
-        (first,) = self._decode(context, 0, want)
-        first_lp = _log_softmax(first)
-        results = []
-        for cont in continuations:
-            rows = [first_lp]
-            if len(cont) > 1:
-                logits = self._decode(cont[:-1], len(context), [True] * (len(cont) - 1))
-                rows += [_log_softmax(x) for x in logits]
-                self._trim(len(context))
-            total, greedy = 0.0, True
-            for lp, tok in zip(rows, cont, strict=True):
-                total += float(lp[tok])
-                greedy = greedy and int(lp.argmax()) == tok
-            results.append(LoglikResult(total, greedy, len(cont)))
-        return results
-
-    def _truncate(self, ctx: list[int], cont: list[int]) -> tuple[Tokens, Tokens]:
+    def _truncate(self, ctx: Sequence[int], cont: Sequence[int]) -> tuple[Tokens, Tokens]:
         """Keep the last n_ctx + 1 tokens of context + continuation, like lm-eval."""
-        whole = (ctx + cont)[-(self.n_ctx + 1) :]
+        whole = (list(ctx) + list(cont))[-(self.n_ctx + 1) :]
         if len(cont) >= len(whole):
             raise BackendError(
                 f"a continuation of {len(cont)} tokens does not fit n_ctx={self.n_ctx}"
             )
         return tuple(whole[: len(whole) - len(cont)]), tuple(cont)
 
-    def loglikelihood(self, requests: Sequence[LoglikRequest]) -> list[LoglikResult]:
+    # -- loglikelihood -----------------------------------------------------------
+    def loglikelihood_iter(
+        self, requests: Sequence[LoglikRequest]
+    ) -> Iterator[tuple[int, LoglikResult]]:
+        """Score requests; yield (index, result) as each completes."""
         pairs = [self._truncate(*self._encode_pair(r.context, r.continuation)) for r in requests]
-        groups: dict[Tokens, list[int]] = {}
-        for i, (ctx, _) in enumerate(pairs):
-            groups.setdefault(ctx, []).append(i)
-        results: list[LoglikResult | None] = [None] * len(requests)
-        for ctx, members in groups.items():
-            conts = [pairs[i][1] for i in members]
-            scored = self.score_tokens(ctx, [c for c in conts if c])
-            it = iter(scored)
-            for i, cont in zip(members, conts, strict=True):
-                results[i] = next(it) if cont else LoglikResult(0.0, True, 0)
-        return [r for r in results if r is not None]
+        for index, (total, greedy, n) in self._score_pairs(pairs):
+            yield index, LoglikResult(total, greedy, n)
 
-    def loglikelihood_rolling(self, texts: Sequence[str]) -> list[float]:
+    def _score_pairs(
+        self, pairs: Sequence[tuple[Tokens, Tokens]]
+    ) -> Iterator[tuple[int, tuple[float, bool, int]]]:
+        distinct: dict[tuple[Tokens, Tokens], list[int]] = {}
+        for index, pair in enumerate(pairs):
+            if pair[1]:
+                distinct.setdefault(pair, []).append(index)
+            else:
+                yield index, (0.0, True, 0)
+        unique = list(distinct)
+        for k, result in score(self.rt, unique, shape=self._shape):
+            for index in distinct[unique[k]]:
+                yield index, (result.logprob, result.is_greedy, len(unique[k][1]))
+
+    def score_tokens(
+        self, context: Sequence[int], continuations: Sequence[Sequence[int]]
+    ) -> list[LoglikResult]:
+        """log P(continuation | context) for token sequences (the context decoded once)."""
+        pairs = [self._truncate(context, cont) for cont in continuations]
+        out = dict(self._score_pairs(pairs))
+        return [LoglikResult(*out[i]) for i in range(len(pairs))]
+
+    def loglikelihood(self, requests: Sequence[LoglikRequest]) -> list[LoglikResult]:
+        out: dict[int, LoglikResult] = dict(self.loglikelihood_iter(requests))
+        return [out[i] for i in range(len(requests))]
+
+    def loglikelihood_rolling_iter(self, texts: Sequence[str]) -> Iterator[tuple[int, float]]:
+        """Perplexity-style scores of whole texts in windows of n_ctx, like lm-eval."""
         from lm_eval import utils
 
-        totals = []
-        for text in texts:
-            windows = map(
+        pairs: list[tuple[Tokens, Tokens]] = []
+        owner: list[int] = []
+        for t, text in enumerate(texts):
+            windows: Iterable[tuple[list[int], list[int]]] = map(
                 utils.make_disjoint_window,
                 utils.get_rolling_token_windows(
                     token_list=self.tokenize(text, add_bos=False),
@@ -220,13 +196,29 @@ class LlamaCppBackend:
                     context_len=1,
                 ),
             )
-            total = 0.0
             for ctx, cont in windows:
-                total += self.score_tokens(tuple(ctx), [tuple(cont)])[0].logprob
-            totals.append(total)
-        return totals
+                pairs.append((tuple(ctx), tuple(cont)))
+                owner.append(t)
+        left = [0] * len(texts)
+        for t in owner:
+            left[t] += 1
+        for t, n in enumerate(left):
+            if n == 0:
+                yield t, 0.0
+        parts: dict[int, dict[int, float]] = {t: {} for t in range(len(texts))}
+        for index, (logprob, _, _) in self._score_pairs(pairs):
+            t = owner[index]
+            parts[t][index] = logprob
+            left[t] -= 1
+            if left[t] == 0:
+                done = parts.pop(t)
+                yield t, sum(done[i] for i in sorted(done))
 
-    # -- generation ------------------------------------------------------
+    def loglikelihood_rolling(self, texts: Sequence[str]) -> list[float]:
+        out = dict(self.loglikelihood_rolling_iter(texts))
+        return [out[i] for i in range(len(texts))]
+
+    # -- generation ---------------------------------------------------------------
     def apply_chat_template(self, messages: Sequence[tuple[str, str]]) -> str:
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
@@ -238,85 +230,55 @@ class LlamaCppBackend:
         msgs: Any = [{"role": role, "content": content} for role, content in messages]
         return formatter(messages=msgs).prompt
 
-    def _prompt_tokens(self, request: GenRequest) -> list[int]:
+    def _job(self, request: GenRequest) -> GenJob:
         if request.messages:
             tokens = self.tokenize(self.apply_chat_template(request.messages), add_bos=False)
         else:
             tokens = self.tokenize(request.prompt)
         room = self.n_ctx - max(1, min(request.max_tokens, self.n_ctx // 2))
-        return tokens[-room:]
+        return GenJob(
+            prompt=tuple(tokens[-room:] or [self.prefix_token]),
+            max_new=min(request.max_tokens, self.n_ctx),
+            stops=tuple(s for s in request.stop if s),
+            temperature=request.temperature,
+            top_p=request.top_p,
+            seed=request.seed,
+        )
 
-    def _tokens(self, request: GenRequest) -> Iterator[int]:
-        """Yield generated token ids until an end-of-generation token or the limit."""
-        prompt = self._prompt_tokens(request)
-        self._clear()
-        want = [False] * len(prompt)
-        want[-1] = True
-        (logits,) = self._decode(prompt, 0, want)
-        rng = np.random.default_rng(request.seed)
-        pos = len(prompt)
-        limit = min(request.max_tokens, self.n_ctx - pos)
-        give_up = time.monotonic() + self.time_limit_s if self.time_limit_s else None
-        for _ in range(limit):
-            if give_up is not None and time.monotonic() > give_up:
-                raise BackendTimeout(
-                    f"generation on {self.path.name} took longer than {self.time_limit_s:.0f} s"
+    def _events(self, requests: Sequence[GenRequest]) -> Iterator[tuple[int, str | GenDone]]:
+        jobs = [self._job(r) for r in requests]
+        width = self.generation_width if len(jobs) > 1 else 1
+        yield from generate(
+            self.rt, jobs, width=width, shape=self._shape, time_limit_s=self.time_limit_s
+        )
+
+    def generate_iter(self, requests: Sequence[GenRequest]) -> Iterator[tuple[int, GenResult]]:
+        """Generate for all requests together; yield (index, result) as each finishes."""
+        for index, event in self._events(requests):
+            if isinstance(event, GenDone):
+                self.last_finish_reason = event.finish_reason
+                self.last_n_tokens = event.n_new
+                yield (
+                    index,
+                    GenResult(
+                        event.text,
+                        "length" if event.finish_reason == "length" else "stop",
+                        event.n_prompt,
+                        event.n_new,
+                    ),
                 )
-            tok = self._pick(logits, request, rng)
-            if self._lib.llama_vocab_is_eog(self._vocab, tok):
-                return
-            yield tok
-            (logits,) = self._decode([tok], pos, [True])
-            pos += 1
 
-    @staticmethod
-    def _pick(logits: np.ndarray, request: GenRequest, rng: np.random.Generator) -> int:
-        if request.temperature <= 0:
-            return int(logits.argmax())
-        probs = np.exp(_log_softmax(logits / request.temperature))
-        order = np.argsort(-probs, kind="stable")
-        keep = order[: int(np.searchsorted(np.cumsum(probs[order]), request.top_p)) + 1]
-        p = probs[keep] / probs[keep].sum()
-        return int(keep[rng.choice(len(keep), p=p)])
-
-    def _piece(self, tok: int) -> bytes:
-        buf = ctypes.create_string_buffer(256)
-        n = self._lib.llama_token_to_piece(self._vocab, tok, buf, len(buf), 0, False)
-        return buf.raw[: max(n, 0)]
+    def generate(self, requests: Sequence[GenRequest]) -> list[GenResult]:
+        out = dict(self.generate_iter(requests))
+        return [out[i] for i in range(len(requests))]
 
     def stream(self, request: GenRequest) -> Iterator[str]:
         """Yield text as it is generated, stop sequences cut and never shown."""
-        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        hold = max((len(s) for s in request.stop), default=0)
-        text, sent, n = "", 0, 0
         self.last_finish_reason = "stop"
-        for n, tok in enumerate(self._tokens(request), start=1):  # noqa: B007
-            text += decoder.decode(self._piece(tok))
-            cut = min(
-                (i for s in request.stop if (i := text.find(s, max(0, sent - hold))) >= 0),
-                default=-1,
-            )
-            if cut >= 0:
-                self.last_n_tokens = n
-                if cut > sent:
-                    yield text[sent:cut]
-                return
-            safe = len(text) - hold if hold else len(text)
-            if safe > sent:
-                yield text[sent:safe]
-                sent = safe
-        text += decoder.decode(b"", final=True)
-        self.last_n_tokens = n
-        limit = min(request.max_tokens, self.n_ctx)
-        self.last_finish_reason = "length" if n >= limit else "stop"
-        if len(text) > sent:
-            yield text[sent:]
-
-    def generate(self, requests: Sequence[GenRequest]) -> list[GenResult]:
-        results = []
-        for request in requests:
-            text = "".join(self.stream(request))
-            results.append(
-                GenResult(text, self.last_finish_reason, 0, self.last_n_tokens)  # type: ignore[arg-type]
-            )
-        return results
+        self.last_n_tokens = 0
+        for _, event in self._events([request]):
+            if isinstance(event, GenDone):
+                self.last_finish_reason = event.finish_reason
+                self.last_n_tokens = event.n_new
+            else:
+                yield event

@@ -1,0 +1,161 @@
+"""The cache wrapper: streamed and chunked computing, commits, resume, wrappers (no model)."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import pytest
+
+from ggufbench.backends._base import BackendInfo, GenRequest, GenResult, LoglikRequest, LoglikResult
+from ggufbench.cached import CachedBackend
+from ggufbench.ledger import JobRow, Ledger
+
+JOB = "m/demo"
+
+
+def answer(r: LoglikRequest) -> LoglikResult:
+    """A pure function of the request, as the engine's answers are."""
+    return LoglikResult(
+        -float(len(r.context) * 7 + len(r.continuation)) / 3, len(r.context) % 2 == 0
+    )
+
+
+class Streaming:
+    """A backend with the engine's streaming methods; can fail after some answers."""
+
+    def __init__(self, fail_after: int | None = None) -> None:
+        self.info = BackendInfo("fake", "model-a", {"v": 1})
+        self.fail_after = fail_after
+        self.calls: list[list[LoglikRequest]] = []
+        self.generation_width = 3
+
+    def loglikelihood_iter(
+        self, requests: Sequence[LoglikRequest]
+    ) -> Iterator[tuple[int, LoglikResult]]:
+        self.calls.append(list(requests))
+        for n, i in enumerate(reversed(range(len(requests)))):  # its own order
+            if self.fail_after is not None and n == self.fail_after:
+                raise KeyboardInterrupt
+            yield i, answer(requests[i])
+
+    def loglikelihood(self, requests: Sequence[LoglikRequest]) -> list[LoglikResult]:
+        raise AssertionError("the streaming method must be used")
+
+    def generate_iter(self, requests: Sequence[GenRequest]) -> Iterator[tuple[int, GenResult]]:
+        for i, r in enumerate(requests):
+            yield i, GenResult(r.prompt.upper(), "stop", 1, 2)
+
+    def generate(self, requests: Sequence[GenRequest]) -> list[GenResult]:
+        raise AssertionError("the streaming method must be used")
+
+
+class Chunked:
+    """A backend without streaming: gets chunks."""
+
+    def __init__(self) -> None:
+        self.info = BackendInfo("fake", "model-b", {"v": 1})
+        self.calls: list[list[str]] = []
+
+    def loglikelihood(self, requests: Sequence[LoglikRequest]) -> list[LoglikResult]:
+        self.calls.append([r.context for r in requests])
+        return [answer(r) for r in requests]
+
+    def generate(self, requests: Sequence[GenRequest]) -> list[GenResult]:
+        self.calls.append([r.prompt for r in requests])
+        return [GenResult(r.prompt.upper(), "stop", 1, 2) for r in requests]
+
+
+class Forwarding:
+    """A wrapper that rewrites answers and forwards other attributes, like the thinking one."""
+
+    def __init__(self, inner: Streaming) -> None:
+        self.inner = inner
+        self.info = inner.info
+
+    def generate(self, requests: Sequence[GenRequest]) -> list[GenResult]:
+        return [GenResult("wrapped", "stop", 0, 1) for _ in requests]
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.inner, name)
+
+
+@pytest.fixture
+def ledger(tmp_path: Path) -> Iterator[Ledger]:
+    ledger = Ledger(tmp_path / "ledger.sqlite", create=True)
+    ledger.add_jobs([JobRow(JOB, "m", "demo", "lm_eval", {})])
+    yield ledger
+    ledger.close()
+
+
+def wrap(backend: object, ledger: Ledger) -> CachedBackend:
+    return CachedBackend(backend, ledger, ledger.owner() or ledger.claim(), JOB)  # type: ignore[arg-type]
+
+
+def requests() -> list[LoglikRequest]:
+    out = []
+    for q in range(6):
+        for choice in (" A", " B", " C"):
+            out.append(LoglikRequest(f"shots\n\nquestion {q}?", choice))
+    return out + [LoglikRequest("shots\n\nquestion 0?", " A")]  # a duplicate
+
+
+def test_streaming_backend_gets_all_missing_requests_once_sorted(ledger: Ledger) -> None:
+    backend = Streaming()
+    reqs = requests()
+    got = wrap(backend, ledger).loglikelihood(reqs)
+    assert got == [answer(r) for r in reqs]
+    (call,) = backend.calls
+    assert len(call) == 18  # the duplicate computed once
+    assert call == sorted(call, key=lambda r: (r.context, r.continuation))
+    again = wrap(backend, ledger)
+    assert again.loglikelihood(reqs) == got and len(backend.calls) == 1
+    assert again.counts.from_cache == 19 and again.counts.computed == 0
+
+
+def test_interrupted_stream_keeps_what_finished_and_resume_is_identical(ledger: Ledger) -> None:
+    reqs = requests()
+    reference = [answer(r) for r in reqs]
+    first = wrap(Streaming(fail_after=7), ledger)
+    with pytest.raises(KeyboardInterrupt):
+        first.loglikelihood(reqs)
+    assert first.counts.computed == 7  # committed although the call failed
+    shuffled = list(reqs)
+    random.Random(3).shuffle(shuffled)
+    resumed_backend = Streaming()
+    resumed = wrap(resumed_backend, ledger)
+    got = resumed.loglikelihood(shuffled)
+    assert got == [answer(r) for r in shuffled]
+    assert dict(zip(shuffled, got, strict=True)) == dict(zip(reqs, reference, strict=True))
+    assert len(resumed_backend.calls[0]) == 18 - 7
+    assert resumed.counts.from_cache + resumed.counts.computed == len(reqs)
+
+
+def test_chunked_backend_gets_whole_context_groups(ledger: Ledger) -> None:
+    backend = Chunked()
+    reqs = requests()
+    assert wrap(backend, ledger).loglikelihood(reqs) == [answer(r) for r in reqs]
+    seen = [c for call in backend.calls for c in call]
+    assert len(seen) == 18
+    for call in backend.calls:  # a context never split over two calls
+        for context in set(call):
+            assert sum(c == context for c in seen) == call.count(context)
+
+
+def test_generation_streams_through_the_engine_and_chunks_elsewhere(ledger: Ledger) -> None:
+    prompts = [GenRequest(prompt=p, max_tokens=8) for p in ("b", "a", "c", "a")]
+    streamed = wrap(Streaming(), ledger).generate(prompts)
+    assert [r.text for r in streamed] == ["B", "A", "C", "A"]
+    chunked_backend = Chunked()
+    chunked = wrap(chunked_backend, ledger)
+    chunked.backend.info = BackendInfo("fake", "model-c", {})  # type: ignore[misc]
+    assert [r.text for r in chunked.generate(prompts)] == ["B", "A", "C", "A"]
+    assert chunked_backend.calls == [["a"], ["b"], ["c"]]  # width 1: one prompt per call
+
+
+def test_a_forwarding_wrapper_is_never_bypassed(ledger: Ledger) -> None:
+    inner = Streaming()
+    inner.info = BackendInfo("fake", "model-d", {})
+    out = wrap(Forwarding(inner), ledger).generate([GenRequest(prompt="x"), GenRequest(prompt="y")])
+    assert [r.text for r in out] == ["wrapped", "wrapped"]
