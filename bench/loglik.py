@@ -285,7 +285,9 @@ def report(row: dict[str, Any]) -> None:
         print(f"b lm-eval gguf    {row['b_wall_s']:7.1f} s  acc {fmt(row['b_acc'])}")
         print(f"  a is {row['b_over_a']:.1f}x faster than b (whole processes)")
     b_off, a_off = row["tok_s_logits_off_before_after"]
-    speed = f"{row['tok_s_logits_off']:.0f} tok/s logits off ({b_off:.0f} before a, {a_off:.0f} after)"
+    speed = (
+        f"{row['tok_s_logits_off']:.0f} tok/s logits off ({b_off:.0f} before a, {a_off:.0f} after)"
+    )
     with_logits = f"{row['bound_with_logits_s']:.1f} s with the output layer at scored positions"
     print(f"c bound           {row['bound_s']:7.1f} s  {speed}")
     print(f"  {with_logits}; load average before/after a {row['load_avg_before_after']}")
