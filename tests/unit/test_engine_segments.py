@@ -72,3 +72,22 @@ def test_prefix_store_keeps_the_most_recent() -> None:
     assert store.get((1,)) == b"a"
     store.put((3,), b"c")
     assert store.get((2,)) is None and store.get((1,)) == b"a"
+
+
+def test_thread_chooser_prefers_the_faster_and_rarely_retries_a_much_slower_one() -> None:
+    from ggufbench.engine._threads import EXPLORE_EVERY, ThreadChooser
+
+    chooser = ThreadChooser(2)
+    picks = []
+    for _ in range(400):
+        t = chooser.pick(16)
+        picks.append(t)
+        chooser.observe(16, t, 0.016 * (20 if t == 2 else 1))  # two threads 20x slower
+    assert picks[0] == 1 and picks[1] == 2  # each measured once
+    assert picks.count(2) <= 1 + 400 // (EXPLORE_EVERY * 20) + 1
+    assert chooser.pick(200) == 1  # a new size: the slow count is not tried first
+    fast = ThreadChooser(2)
+    for _ in range(100):
+        t = fast.pick(64)
+        fast.observe(64, t, 0.064 * (0.5 if t == 2 else 1))
+    assert fast.pick(64) == 2 and ThreadChooser(1).pick(5) == 1

@@ -15,12 +15,14 @@ from __future__ import annotations
 import ctypes
 import logging
 import os
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ggufbench.engine._threads import ThreadChooser
 from ggufbench.errors import BackendError, ModelFileError
 
 __all__ = ["Runtime"]
@@ -73,6 +75,9 @@ class Runtime:
         self._batch: Any = None
         self._batch_seqs: list[int] = []
         self._pieces: dict[int, bytes] = {}
+        self._chooser = ThreadChooser(self.n_threads)
+        self._forced_threads: int | None = None
+        self._threads = 0
         self.decoded_tokens = 0
 
     # -- lifetime --------------------------------------------------------------
@@ -89,15 +94,20 @@ class Runtime:
             self._ctx = None
             self._layout = None
 
-    def use(self, streams: int, cells: int) -> None:
+    def use(self, streams: int, cells: int, *, threads: int | None = None) -> None:
         """Make the context hold ``streams`` sequences of ``cells`` KV cells each.
 
         One stream is the scoring layout; several streams (one per sequence,
         never shared) are the generation layout. Every stream starts empty.
+        ``threads`` overrides the thread count for this context (it never
+        changes a number; see docs/engine.md).
         """
         cells = max(CELL_QUANTUM, -(-cells // CELL_QUANTUM) * CELL_QUANTUM)
+        self._forced_threads = threads
+        threads = threads or self.n_threads
         if self._layout == (streams, cells):
             self.clear()
+            self._set_threads(threads)
             return
         from llama_cpp._utils import suppress_stdout_stderr
 
@@ -111,8 +121,8 @@ class Runtime:
         params.kv_unified = False
         params.flash_attn_type = lib.LLAMA_FLASH_ATTN_TYPE_DISABLED
         params.swa_full = True
-        params.n_threads = self.n_threads
-        params.n_threads_batch = self.n_threads
+        params.n_threads = threads
+        params.n_threads_batch = threads
         params.n_outputs_max = 0
         params.n_outputs_max_per_seq = 0
         params.no_perf = True
@@ -124,6 +134,7 @@ class Runtime:
                 f"{self.path.name}; lower n_ctx"
             )
         self._ctx = ctx
+        self._threads = threads
         self._mem = lib.llama_get_memory(ctx)
         self._layout = (streams, cells)
         self._batch = lib.llama_batch_init(self.n_batch, 0, 1)
@@ -170,6 +181,9 @@ class Runtime:
             if known[i] != seqs[i]:
                 batch.seq_id[i][0] = seqs[i]
                 known[i] = seqs[i]
+        threads = self._forced_threads or self._chooser.pick(n)
+        self._set_threads(threads)
+        start = time.perf_counter()
         rc = self._lib.llama_decode(self._ctx, batch)
         if rc != 0:
             raise BackendError(
@@ -178,9 +192,16 @@ class Runtime:
             )
         self.decoded_tokens += n
         if not outputs:
+            self._chooser.observe(n, threads, time.perf_counter() - start)
             return np.empty((0, self.n_vocab), dtype=np.float32)
-        ptr = self._lib.llama_get_logits(self._ctx)
+        ptr = self._lib.llama_get_logits(self._ctx)  # waits for the computation
+        self._chooser.observe(n, threads, time.perf_counter() - start)
         return np.ctypeslib.as_array(ptr, shape=(len(outputs), self.n_vocab))
+
+    def _set_threads(self, threads: int) -> None:
+        if threads != self._threads:
+            self._lib.llama_set_n_threads(self._ctx, threads, threads)
+            self._threads = threads
 
     def clear(self) -> None:
         self._lib.llama_memory_clear(self._mem, True)
