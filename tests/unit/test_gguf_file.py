@@ -37,6 +37,7 @@ def write_model(
     file_type: gguf.LlamaFileType | None = gguf.LlamaFileType.MOSTLY_Q8_0,
     extra_kv: dict[str, int] | None = None,
     split_max_tensors: int = 0,
+    merges: int = 0,
 ) -> Path:
     """A tiny llama-shaped GGUF: Q8_0 matrices, f32 norms, a vocabulary and a chat template."""
     rng = np.random.default_rng(0)
@@ -54,6 +55,8 @@ def write_model(
         writer.add_uint32(key, value)
     writer.add_tokenizer_model("gpt2")
     writer.add_token_list([f"t{i}" for i in range(N_VOCAB)])
+    if merges:
+        writer.add_token_merges([f"t{i} t{i + 1}" for i in range(merges)])
     writer.add_bos_token_id(1)
     writer.add_eos_token_id(2)
     writer.add_add_bos_token(True)
@@ -161,6 +164,19 @@ def test_truncated_file_says_how_many_bytes_are_missing(model: Path, tmp_path: P
 def test_file_cut_inside_the_metadata_is_truncated(model: Path, tmp_path: Path) -> None:
     cut = tmp_path / "header.gguf"
     cut.write_bytes(model.read_bytes()[:200])
+    assert "is truncated or corrupt: its metadata runs past the end" in str(error_of(cut))
+
+
+def test_long_string_arrays_are_sized_and_a_cut_inside_one_is_caught(tmp_path: Path) -> None:
+    from ggufbench.gguf_file import LONG_STRING_ARRAY
+
+    path = write_model(tmp_path / "merges.gguf", merges=3 * LONG_STRING_ARRAY)
+    info = validate(path)
+    assert info.vocab_size == N_VOCAB and info.n_tensors == 1 + 3 * N_LAYER
+    data = path.read_bytes()
+    inside = data.index(b"t2000 t2001")  # well inside the merges array
+    cut = tmp_path / "cut-in-merges.gguf"
+    cut.write_bytes(data[:inside])
     assert "is truncated or corrupt: its metadata runs past the end" in str(error_of(cut))
 
 
