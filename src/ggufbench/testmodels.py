@@ -97,13 +97,18 @@ def derived_path(source: Path, quant: str) -> Path:
         params = llama_cpp.llama_model_quantize_default_params()
         params.ftype = file_type
         params.allow_requantize = True
+        from llama_cpp._utils import suppress_stdout_stderr
+
         llama_log = logging.getLogger("llama-cpp-python")  # its per-tensor log is noise here
         level = llama_log.level
         llama_log.setLevel(logging.ERROR)
         try:
-            status = llama_cpp.llama_model_quantize(
-                os.fsencode(source), os.fsencode(tmp), ctypes.byref(params)
-            )
+            # The quantizer also writes a line per tensor that falls back to another type
+            # straight to the terminal; a failure is reported by its status below.
+            with suppress_stdout_stderr(disable=False):
+                status = llama_cpp.llama_model_quantize(
+                    os.fsencode(source), os.fsencode(tmp), ctypes.byref(params)
+                )
         finally:
             llama_log.setLevel(level)
         if status != 0:
