@@ -174,6 +174,19 @@ def test_batched_generation_equals_each_prompt_alone(backend) -> None:
     assert reordered[::-1] == together
 
 
+def test_streams_freed_out_of_order_keep_every_generation_unchanged(backend) -> None:
+    # More prompts than streams, ending at scattered steps: streams free out of order,
+    # take waiting prompts, then the last ones are moved together (_generate._compact).
+    prompts = [
+        GenRequest(prompt=f"Count slowly from {i} to {i + 20}:", max_tokens=2 + (i * 7) % 11)
+        for i in range(12)
+    ]
+    together = backend.generate(prompts)
+    assert all(r.n_tokens <= p.max_tokens for p, r in zip(prompts, together, strict=True))
+    for request, result in zip(prompts, together, strict=True):
+        assert backend.generate([request]) == [result]
+
+
 def test_rolling_loglikelihood_is_per_text(backend) -> None:
     texts = ["One two three four. " * 20, "A short page."]
     both = backend.loglikelihood_rolling(texts)

@@ -177,6 +177,25 @@ def generate(
                 del active[stream]
                 rt.trim(stream, 0)
                 yield from _finish(state)
+        if not queue:
+            _compact(rt, active)
+
+
+def _compact(rt: Runtime, active: dict[int, _Active]) -> None:
+    """Keep the active streams numbered 0..n-1 once no prompt is waiting.
+
+    llama.cpp splits a micro-batch of several KV streams wherever the stream ids
+    are not consecutive, so a step over streams 0, 2 and 5 would run as three
+    decodes. Moving a stream's KV state is a copy of its bytes and changes no
+    number.
+    """
+    while active:
+        hole = next(s for s in range(len(active) + 1) if s not in active)
+        last = max(active)
+        if last < hole:
+            return
+        rt.move(last, hole)
+        active[hole] = active.pop(last)
 
 
 def _rng(job: GenJob) -> np.random.Generator:

@@ -216,13 +216,23 @@ class Runtime:
         size = self._lib.llama_state_seq_get_size(self._ctx, seq)
         buf = (ctypes.c_uint8 * size)()
         written = self._lib.llama_state_seq_get_data(self._ctx, buf, size, seq)
-        return bytes(buf[:written])
+        return ctypes.string_at(buf, written)  # one copy; slicing the array goes int by int
 
     def load(self, seq: int, state: bytes) -> None:
         """Put a state from :meth:`save` into the empty sequence ``seq``."""
         buf = (ctypes.c_uint8 * len(state)).from_buffer_copy(state)
         if self._lib.llama_state_seq_set_data(self._ctx, buf, len(state), seq) == 0:
             raise BackendError(f"llama.cpp could not restore a saved prefix into sequence {seq}")
+
+    def move(self, src: int, dst: int) -> None:
+        """Move the KV state of sequence ``src`` into the empty sequence ``dst``.
+
+        The bytes are copied as they are, so nothing computed later changes.
+        """
+        state = self.save(src)
+        self.trim(dst, 0)
+        self.load(dst, state)
+        self.trim(src, 0)
 
     # -- tokens ----------------------------------------------------------------
     def tokenize(self, text: str, *, add_bos: bool) -> list[int]:
