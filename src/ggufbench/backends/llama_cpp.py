@@ -111,7 +111,18 @@ class LlamaCppBackend:
     def generation_width(self) -> int:
         """Prompts stepped together: measured once, on first use (see engine._probe)."""
         if self._width is None:
-            self._width = invariant_width(self.rt, GENERATION_WIDTH_LIMIT)
+            from ggufbench.engine._widths import remembered_width
+            from ggufbench.gguf_file import cache_root, sha256_of
+
+            parts = {
+                "model": sha256_of(self.path),
+                "n_gpu_layers": self.info.settings["n_gpu_layers"],
+                "n_batch": self.n_batch,
+                "limit": GENERATION_WIDTH_LIMIT,
+            }
+            self._width = remembered_width(
+                cache_root(), parts, lambda: invariant_width(self.rt, GENERATION_WIDTH_LIMIT)
+            )
         return self._width
 
     # -- tokens ----------------------------------------------------------------
