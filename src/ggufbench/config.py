@@ -73,6 +73,7 @@ class ModelSpec(_Frozen):
     base_url: str | None = Field(None, description="OpenAI-compatible URL ending in /v1")
     model: str | None = Field(None, description="model name at base_url")
     api_key_env: str | None = Field(None, description="environment variable with the API key")
+    concurrency: int | None = Field(None, ge=1, description="requests at once (openai); 4")
 
     @field_validator("runner", mode="before")
     @classmethod

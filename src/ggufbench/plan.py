@@ -30,6 +30,7 @@ def model_settings(suite: Suite, model: ModelSpec) -> dict[str, Any]:
         "base_url": model.base_url,
         "model": model.model,
         "api_key_env": model.api_key_env,
+        "concurrency": model.concurrency,
     }
 
 

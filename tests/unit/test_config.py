@@ -136,3 +136,45 @@ def test_thinking_formats(tmp_path):
     assert load_suite(write(tmp_path, text)).models[1].thinking == ["think-a", "think-b", "final"]
     with pytest.raises(ConfigError, match="thinking"):
         load_suite(write(tmp_path, SUITE.replace("thinking: quad", "thinking: ['']")))
+
+
+def test_openai_model_concurrency_reaches_its_backend(tmp_path):
+    from ggufbench.worker import HTTP_CONCURRENCY, make_backend
+
+    suite = parse_suite(
+        {
+            "name": "s",
+            "models": [
+                {
+                    "alias": "a",
+                    "runner": "openai",
+                    "base_url": "http://127.0.0.1:9/v1",
+                    "model": "m",
+                    "concurrency": 9,
+                },
+                {
+                    "alias": "b",
+                    "runner": "openai",
+                    "base_url": "http://127.0.0.1:9/v1",
+                    "model": "m",
+                },
+            ],
+            "benchmarks": [{"elyza_tasks_100": {"limit": 1}}],
+        },
+        tmp_path,
+    )
+    backends = [make_backend(job.spec["model"], None) for job in plan(suite)]
+    try:
+        assert [b.concurrency for b in backends] == [9, HTTP_CONCURRENCY]
+    finally:
+        for b in backends:
+            b.close()
+    with pytest.raises(ConfigError, match="concurrency"):
+        parse_suite(
+            {
+                "name": "s",
+                "models": [{"alias": "a", "path": "x.gguf", "concurrency": 0}],
+                "benchmarks": [{"lm_eval": {"tasks": ["t"]}}],
+            },
+            tmp_path,
+        )
