@@ -170,6 +170,10 @@ class _Upstream(BaseHTTPRequestHandler):
             time.sleep(1.0)
             self._event(self._delta("<think>ZQX late</think>", "stop"))
             return
+        if name == "no_usage":  # a server that reports no token counts
+            self._event(self._delta("<final>plain</final>", "stop"))
+            self._event("[DONE]")
+            return
         if name in ("malformed", "dropped", "error_event"):
             self._event(self._delta("<think>ZQX before the failure"))
             if name == "malformed":
@@ -437,6 +441,16 @@ def test_failure_after_the_answer_is_an_sse_error(gateway: Gateway) -> None:
     assert row["status"] == "error" and row["answer_chars"] == 4
     assert row["sections"][0]["sha256"] == sha("ZQX then the stream dies")
     assert_no_thinking(resp.content, gateway.db_bytes())
+
+
+def test_usage_is_null_when_the_upstream_reports_none(gateway: Gateway) -> None:
+    body: dict[str, Any] = {"messages": [{"role": "user", "content": "case:no_usage"}]}
+    url = f"{gateway.url}/v1/chat/completions"
+    plain = httpx.post(url, json=body, headers=AUTH, timeout=10).json()
+    assert plain["choices"][0]["message"]["content"] == "plain" and plain["usage"] is None
+    with httpx.stream("POST", url, json=dict(body, stream=True), headers=AUTH, timeout=10) as r:
+        content, events = read_sse("".join(r.iter_text()))
+    assert content == "plain" and events[-1]["usage"] is None
 
 
 def test_client_gone_mid_stream_is_audited_once(gateway: Gateway) -> None:

@@ -271,9 +271,12 @@ def _with_system(
     return (("system", prompt), *pairs)
 
 
-def _usage(outcome: Outcome) -> dict[str, int]:
-    prompt = outcome.finish.prompt_tokens or 0
-    completion = outcome.finish.completion_tokens or 0
+def _usage(outcome: Outcome) -> dict[str, int] | None:
+    """Token counts, or None (as OpenAI sends it) when the model did not report them."""
+    prompt = outcome.finish.prompt_tokens
+    completion = outcome.finish.completion_tokens
+    if prompt is None or completion is None:
+        return None
     return {
         "prompt_tokens": prompt,
         "completion_tokens": completion,
