@@ -245,6 +245,11 @@ class _BoundedReader(GGUFReader):
 
     _flat: npt.NDArray[np.uint8] | None = None
 
+    def _bytes(self) -> npt.NDArray[np.uint8]:
+        if self._flat is None:
+            self._flat = self.data.view(np.ndarray)
+        return self._flat
+
     def _get(
         self,
         offset: int,
@@ -252,9 +257,7 @@ class _BoundedReader(GGUFReader):
         count: int = 1,
         override_order: None | Literal["I", "S", "<"] = None,
     ) -> npt.NDArray[Any]:
-        flat = self._flat
-        if flat is None:
-            flat = self._flat = self.data.view(np.ndarray)
+        flat = self._bytes()
         dt = np.dtype(dtype)
         end = int(offset) + dt.itemsize * int(count)
         if end > flat.shape[0]:
@@ -293,9 +296,7 @@ class _BoundedReader(GGUFReader):
 
     def _skip_strings(self, offs: int, count: int) -> int:
         """The offset after ``count`` length-prefixed strings starting at ``offs``."""
-        self._get(offs, np.uint8)  # sets up the flat view and checks the start
-        flat = self._flat
-        assert flat is not None
+        flat = self._bytes()
         raw = memoryview(flat.data)
         size = flat.shape[0]
         native = sys.byteorder == "little"

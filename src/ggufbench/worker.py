@@ -27,7 +27,6 @@ ERROR_PREFIX = "ggufbench-error: "
 EXIT_USER_ERROR = 3
 EXIT_NOT_OWNER = 4
 EXIT_BACKEND_ERROR = 5
-HTTP_CONCURRENCY = 4  # requests at once to an openai model without its own `concurrency`
 
 
 def _watch_parent(parent: int) -> None:
@@ -98,13 +97,13 @@ def _raw_backend(model: dict[str, Any], threads: int | None) -> Any:
             identity=sha256_of(path),
         )
     if model["runner"] == "openai":
-        from ggufbench.backends.openai_http import OpenAIBackend
+        from ggufbench.backends.openai_http import DEFAULT_CONCURRENCY, OpenAIBackend
 
         return OpenAIBackend(
             model["base_url"],
             model["model"],
             api_key_env=model.get("api_key_env"),
-            concurrency=model.get("concurrency") or HTTP_CONCURRENCY,
+            concurrency=model.get("concurrency") or DEFAULT_CONCURRENCY,
         )
     raise ValueError(f"unknown runner {model['runner']}")
 

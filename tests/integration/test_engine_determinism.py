@@ -174,14 +174,23 @@ def test_batched_generation_equals_each_prompt_alone(backend) -> None:
     assert reordered[::-1] == together
 
 
-def test_streams_freed_out_of_order_keep_every_generation_unchanged(backend) -> None:
+def test_streams_freed_out_of_order_keep_every_generation_unchanged(
+    backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # More prompts than streams, ending at scattered steps: streams free out of order,
     # take waiting prompts, then the last ones are moved together (_generate._compact).
     prompts = [
         GenRequest(prompt=f"Count slowly from {i} to {i + 20}:", max_tokens=2 + (i * 7) % 11)
         for i in range(12)
     ]
+    moves: list[tuple[int, int]] = []
+    move = backend.rt.move
+    monkeypatch.setattr(
+        backend.rt, "move", lambda src, dst: (moves.append((src, dst)), move(src, dst))
+    )
     together = backend.generate(prompts)
+    if backend.generation_width >= 4:  # with 3 streams these prompts happen to end in order
+        assert moves and all(dst < src for src, dst in moves)
     assert all(r.n_tokens <= p.max_tokens for p, r in zip(prompts, together, strict=True))
     for request, result in zip(prompts, together, strict=True):
         assert backend.generate([request]) == [result]

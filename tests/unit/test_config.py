@@ -139,7 +139,8 @@ def test_thinking_formats(tmp_path):
 
 
 def test_openai_model_concurrency_reaches_its_backend(tmp_path):
-    from ggufbench.worker import HTTP_CONCURRENCY, make_backend
+    from ggufbench.backends.openai_http import DEFAULT_CONCURRENCY
+    from ggufbench.worker import make_backend
 
     suite = parse_suite(
         {
@@ -165,7 +166,7 @@ def test_openai_model_concurrency_reaches_its_backend(tmp_path):
     )
     backends = [make_backend(job.spec["model"], None) for job in plan(suite)]
     try:
-        assert [b.concurrency for b in backends] == [9, HTTP_CONCURRENCY]
+        assert [b.concurrency for b in backends] == [9, DEFAULT_CONCURRENCY]
     finally:
         for b in backends:
             b.close()

@@ -48,6 +48,7 @@ from ggufbench.errors import BackendError, BackendTimeout, ConfigError
 __all__ = ["OpenAIBackend"]
 
 RUNNER = "openai"
+DEFAULT_CONCURRENCY = 4  # requests at once, unless the suite says otherwise
 _MAX_BACKOFF_S = 60.0
 _MAX_RETRY_AFTER_S = 300.0
 _RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
@@ -82,7 +83,7 @@ class OpenAIBackend:
         *,
         api_key_env: str | None = None,
         timeout_s: float = 600,
-        concurrency: int = 4,
+        concurrency: int = DEFAULT_CONCURRENCY,
         retries: int = 3,
         backoff_s: float = 1.0,
         send_grammar: bool | None = None,

@@ -10,6 +10,7 @@ layers, the micro-batch size and the probe's limit. Any change measures again.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import platform
@@ -44,20 +45,24 @@ def remembered_width(cache: Path, parts: dict[str, Any], measure: Callable[[], i
     """
     key = width_key(parts)
     path = cache / FILE_NAME
+    lock = FileLock(str(path) + ".lock", timeout=60)
     try:
         cache.mkdir(parents=True, exist_ok=True)
-        with FileLock(str(path) + ".lock", timeout=60):
-            known = _read(path)
-            if isinstance(known.get(key), int):
-                return int(known[key])
-            width = measure()
-            known[key] = width
+        lock.acquire()  # a Timeout is an OSError too
+    except OSError:
+        return measure()
+    try:
+        known = _read(path)
+        if isinstance(known.get(key), int):
+            return int(known[key])
+        known[key] = width = measure()
+        with contextlib.suppress(OSError):
             tmp = path.with_suffix(".tmp")
             tmp.write_text(json.dumps(known, indent=1, sort_keys=True) + "\n")
             tmp.replace(path)
-            return width
-    except OSError:
-        return measure()
+        return width
+    finally:
+        lock.release()
 
 
 def _read(path: Path) -> dict[str, Any]:
