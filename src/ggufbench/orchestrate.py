@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from rich.console import Console
@@ -16,7 +18,8 @@ from ggufbench.preflight import Report, check
 from ggufbench.report import write_reports
 from ggufbench.resources import probe
 from ggufbench.rundir import RunDir, create_run, find_unfinished
-from ggufbench.scheduler import Scheduler, Settings
+from ggufbench.scheduler import Scheduler, Settings, worker_env
+from ggufbench.spare import Spare
 from ggufbench.status import StatusWriter
 from ggufbench.view import ProgressView
 
@@ -37,27 +40,47 @@ def preflight(suite: Suite, console: Console) -> Report:
 
 
 def run_suite(suite: Suite, console: Console, *, fresh: bool = False) -> int:
-    report = preflight(suite, console)
-    run = None if fresh else find_unfinished(suite)
-    if run is not None:
-        console.print(f"resuming the unfinished run {run.path} (use --fresh to start a new one)")
-    else:
-        run = create_run(suite)
-        console.print(f"new run: {run.path}")
-    return drive(run, suite, report, console)
+    with _spare() as spare:  # the first worker imports while the preflight runs
+        report = preflight(suite, console)
+        run = None if fresh else find_unfinished(suite)
+        if run is not None:
+            console.print(
+                f"resuming the unfinished run {run.path} (use --fresh to start a new one)"
+            )
+        else:
+            run = create_run(suite)
+            console.print(f"new run: {run.path}")
+        return drive(run, suite, report, console, spare=spare)
 
 
 def resume_run(path: Path, console: Console) -> int:
     run = RunDir(path)
     run.meta()  # a clear error if this is not a run directory
     suite = run.suite()
-    report = preflight(suite, console)
-    console.print(f"resuming {run.path}")
-    return drive(run, suite, report, console, retry_failed=True)
+    with _spare() as spare:
+        report = preflight(suite, console)
+        console.print(f"resuming {run.path}")
+        return drive(run, suite, report, console, retry_failed=True, spare=spare)
+
+
+@contextmanager
+def _spare() -> Iterator[Spare]:
+    spare = Spare(Settings().worker_cmd, worker_env())
+    spare.start()
+    try:
+        yield spare
+    finally:
+        spare.close()
 
 
 def drive(
-    run: RunDir, suite: Suite, report: Report, console: Console, *, retry_failed: bool = False
+    run: RunDir,
+    suite: Suite,
+    report: Report,
+    console: Console,
+    *,
+    retry_failed: bool = False,
+    spare: Spare | None = None,
 ) -> int:
     run.lock()
     ledger = Ledger(run.ledger, create=True)
@@ -73,7 +96,9 @@ def drive(
     machine = probe()
     writer = StatusWriter(run, ledger)
     with ProgressView(console, ledger) as view:
-        scheduler = Scheduler(run, ledger, owner, machine, settings, listener=view.event)
+        scheduler = Scheduler(
+            run, ledger, owner, machine, settings, listener=view.event, spare=spare
+        )
         scheduler.install_signals()
 
         def tick() -> None:

@@ -24,6 +24,7 @@ from typing import Any
 from ggufbench.ledger import JobRow, Ledger
 from ggufbench.resources import Budget, Machine, slots, threads_per_job
 from ggufbench.rundir import RunDir
+from ggufbench.spare import Spare
 from ggufbench.worker import ERROR_PREFIX, EXIT_NOT_OWNER, EXIT_USER_ERROR
 
 BACKOFF_BASE_S = 1.0
@@ -68,6 +69,7 @@ class Scheduler:
         machine: Machine,
         settings: Settings,
         listener: Listener | None = None,
+        spare: Spare | None = None,
     ) -> None:
         self.run = run
         self.ledger = ledger
@@ -79,6 +81,7 @@ class Scheduler:
         self.not_before: dict[str, float] = {}
         self.stop_signal: int | None = None
         self.budget = Budget(machine)
+        self.spare = spare
 
     # -- signals ---------------------------------------------------------
     def _on_signal(self, signum: int, _frame: Any) -> None:
@@ -91,6 +94,13 @@ class Scheduler:
     # -- the loop --------------------------------------------------------
     def loop(self, tick: Callable[[], None] = lambda: None) -> str:
         """Run until every job is done or failed; 'done', 'partial', 'failed' or 'interrupted'."""
+        try:
+            return self._loop(tick)
+        finally:
+            if self.spare is not None:
+                self.spare.close()
+
+    def _loop(self, tick: Callable[[], None]) -> str:
         while True:
             if self.stop_signal is not None:
                 self._stop_all()
@@ -125,29 +135,29 @@ class Scheduler:
         attempt = self.ledger.start_attempt(job.id, self.owner, "")
         log = self.run.log_path(job.id, attempt)
         log.parent.mkdir(parents=True, exist_ok=True)
-        cmd = [
-            *self.settings.worker_cmd,
-            str(self.run.path),
-            job.id,
-            self.owner,
-            "--threads",
-            str(threads),
-        ]
+        args = [str(self.run.path), job.id, self.owner, "--threads", str(threads)]
         if self.settings.request_timeout_s:
-            cmd += ["--request-timeout", str(self.settings.request_timeout_s)]
-        env = dict(os.environ, PYTHONUNBUFFERED="1", TOKENIZERS_PARALLELISM="false")
-        if gpu is not None:
-            env["CUDA_VISIBLE_DEVICES"] = str(gpu)
-        with open(log, "ab") as fh:
-            proc = subprocess.Popen(
-                cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, stdin=subprocess.DEVNULL
-            )
+            args += ["--request-timeout", str(self.settings.request_timeout_s)]
+        own_env = {} if gpu is None else {"CUDA_VISIBLE_DEVICES": str(gpu)}
+        proc = self.spare.take(args, own_env, log) if self.spare is not None else None
+        if proc is None:
+            with open(log, "ab") as fh:
+                proc = subprocess.Popen(
+                    [*self.settings.worker_cmd, *args],
+                    stdout=fh,
+                    stderr=subprocess.STDOUT,
+                    env={**worker_env(), **own_env},
+                    stdin=subprocess.DEVNULL,
+                )
         self.ledger.db.execute(
             "UPDATE attempts SET pid=?, log=? WHERE job_id=? AND n=?",
             (proc.pid, str(log.relative_to(self.run.path)), job.id, attempt),
         )
         self.running[job.id] = Running(job, attempt, proc, log, time.time(), footprint, gpu)
         self.listen("start", {"job": job.id, "attempt": attempt, "pid": proc.pid})
+        jobs = self.ledger.jobs()
+        if self.spare is not None and any(j.status == "pending" for j in jobs):
+            self.spare.start()  # the next job's worker imports while this one runs
 
     # -- endings ---------------------------------------------------------
     def _reap(self) -> None:
@@ -213,6 +223,11 @@ class Scheduler:
             if self.ledger.job(job_id).status != "done":
                 self.ledger.update_job(job_id, status="pending")
             self._release(job_id)
+
+
+def worker_env() -> dict[str, str]:
+    """The environment of every worker, spares included."""
+    return dict(os.environ, PYTHONUNBUFFERED="1", TOKENIZERS_PARALLELISM="false")
 
 
 def _kill(proc: subprocess.Popen[bytes]) -> None:

@@ -14,6 +14,7 @@ anything else a crash.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import sys
@@ -140,7 +141,32 @@ def run_job(
         ledger.close()
 
 
+def standby() -> int:
+    """Be a spare (:mod:`ggufbench.spare`): import now, then run the one job read from stdin."""
+    threading.Thread(target=_watch_parent, args=(os.getppid(),), daemon=True).start()
+    import lm_eval.evaluator  # noqa: F401  the slow imports, done ahead of the job
+    import lm_eval.tasks  # noqa: F401
+
+    import ggufbench.benchmarks  # noqa: F401
+    import ggufbench.cached  # noqa: F401
+    import ggufbench.lmeval_adapter  # noqa: F401
+
+    line = sys.stdin.readline()
+    if not line.strip():
+        return 0
+    order = json.loads(line)
+    os.environ.update(order["env"])  # before llama.cpp is loaded: it reads CUDA_VISIBLE_DEVICES
+    fd = os.open(order["log"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+    return main(order["argv"])
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv == ["--standby"]:
+        return standby()
     parser = argparse.ArgumentParser(prog="python -m ggufbench.worker")
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("job_id")

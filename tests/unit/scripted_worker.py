@@ -1,6 +1,7 @@
 """A scripted fake worker for scheduler tests: no model, behaviour from the job spec.
 
-It takes the same arguments as ``python -m ggufbench.worker`` and does what the
+It takes the same arguments as ``python -m ggufbench.worker`` (or, as a spare,
+``--standby`` and then its job on stdin) and does what the
 job's spec says: finish, crash, hang past its deadline, fail once, or fail with
 an error that retrying cannot fix.
 """
@@ -15,6 +16,17 @@ from pathlib import Path
 from ggufbench.ledger import Ledger
 from ggufbench.worker import ERROR_PREFIX, EXIT_USER_ERROR
 
+spare = sys.argv[1:] == ["--standby"]
+if spare:  # the spare protocol of ggufbench.worker: the job arrives on stdin
+    order = json.loads(sys.stdin.readline() or "null")
+    if order is None:
+        sys.exit(0)
+    os.environ.update(order["env"])
+    fd = os.open(order["log"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    sys.argv[1:] = order["argv"]
+
 parser = argparse.ArgumentParser()
 parser.add_argument("run_dir", type=Path)
 parser.add_argument("job_id")
@@ -25,7 +37,8 @@ ledger = Ledger(args.run_dir / "ledger.sqlite")
 job = ledger.job(args.job_id)
 behaviour = job.spec["behaviour"]
 with open(args.run_dir / "events.jsonl", "a") as fh:
-    fh.write(json.dumps({"job": job.id, "start": time.time(), "threads": args.threads}) + "\n")
+    event = {"job": job.id, "start": time.time(), "threads": args.threads, "spare": spare}
+    fh.write(json.dumps(event) + "\n")
 time.sleep(job.spec.get("sleep", 0.0))
 if behaviour == "crash":
     os.abort()

@@ -1,0 +1,80 @@
+"""Spare workers: started ahead of need, handed one job, never costing one."""
+
+import json
+import sys
+import time
+from pathlib import Path
+
+from ggufbench.ledger import JobRow, Ledger
+from ggufbench.resources import Machine
+from ggufbench.rundir import RunDir
+from ggufbench.scheduler import Scheduler, Settings, worker_env
+from ggufbench.spare import Spare
+
+WORKER = [sys.executable, str(Path(__file__).with_name("scripted_worker.py"))]
+REAL_WORKER = [sys.executable, "-m", "ggufbench.worker"]
+
+
+def test_the_real_worker_waits_then_runs_the_job_it_is_given(tmp_path):
+    spare = Spare(REAL_WORKER, worker_env())
+    spare.start()
+    log = tmp_path / "job.log"
+    proc = spare.take(["--help"], {"CUDA_VISIBLE_DEVICES": ""}, log)
+    assert proc is not None and proc.wait(timeout=60) == 0
+    assert "usage: python -m ggufbench.worker" in log.read_text()
+    assert spare.proc is None  # taken: the next job needs a new spare
+
+
+def test_a_spare_that_died_is_not_handed_a_job(tmp_path):
+    spare = Spare([sys.executable, "-c", "pass"], worker_env())
+    spare.start()
+    assert spare.proc is not None
+    spare.proc.wait(timeout=30)
+    assert spare.take(["x"], {}, tmp_path / "log") is None
+
+
+def test_letting_a_waiting_spare_go_stops_it():
+    spare = Spare(REAL_WORKER, worker_env())
+    spare.start()
+    proc = spare.proc
+    assert proc is not None and proc.poll() is None
+    spare.close()
+    assert proc.poll() is not None and spare.proc is None
+
+
+def scheduler(tmp_path, n_jobs: int, spare: Spare) -> tuple[Scheduler, Ledger]:
+    run = RunDir(tmp_path)
+    ledger = Ledger(run.ledger, create=True)
+    owner = ledger.claim()
+    ledger.add_jobs(
+        [JobRow(f"m/j{i}", "m", f"j{i}", "lm_eval", {"behaviour": "ok"}) for i in range(n_jobs)]
+    )
+    machine = Machine(cores=8, total_ram=8 * 2**30, available_ram=8 * 2**30)
+    settings = Settings(worker_cmd=WORKER, max_parallel=1)
+    return Scheduler(run, ledger, owner, machine, settings, spare=spare), ledger
+
+
+def events(tmp_path) -> list[dict]:
+    lines = (tmp_path / "events.jsonl").read_text().splitlines()
+    starts = [e for e in map(json.loads, lines) if "start" in e]
+    return sorted(starts, key=lambda e: e["start"])
+
+
+def test_each_next_job_runs_in_a_spare_started_while_the_last_one_ran(tmp_path):
+    spare = Spare(WORKER, worker_env())
+    spare.start()  # as the orchestrator does before its preflight
+    s, ledger = scheduler(tmp_path, 3, spare)
+    assert s.loop() == "done"
+    assert [j.status for j in ledger.jobs()] == ["done"] * 3
+    assert [e["spare"] for e in events(tmp_path)] == [True, True, True]
+    assert spare.proc is None  # no spare is left waiting once the run ends
+
+
+def test_jobs_still_run_when_spares_cannot_start(tmp_path):
+    dead = Spare([sys.executable, "-c", "raise SystemExit(1)"], worker_env())
+    dead.start()
+    time.sleep(0.5)
+    s, ledger = scheduler(tmp_path, 2, dead)
+    assert s.loop() == "done"
+    assert all(j.status == "done" and j.attempts == 1 for j in ledger.jobs())
+    assert [e["spare"] for e in events(tmp_path)] == [False, False]
