@@ -40,13 +40,15 @@ from _common import (  # noqa: E402
 )
 
 
-def gen_requests(captured: list[tuple[str, dict[str, Any]]], max_gen_toks: int | None) -> list[Any]:
+def gen_requests(
+    captured: list[tuple[str, dict[str, Any]]], max_gen_toks: int | None, *, no_stop: bool = False
+) -> list[Any]:
     from ggufbench.backends._base import GenRequest
 
     out = []
     for context, kwargs in captured:
         until = kwargs.get("until") or ()
-        until = (until,) if isinstance(until, str) else tuple(until)
+        until = () if no_stop else (until,) if isinstance(until, str) else tuple(until)
         limit = max_gen_toks or int(kwargs.get("max_gen_toks", 256))
         out.append(GenRequest(prompt=context, max_tokens=limit, stop=until))
     return out
@@ -154,6 +156,12 @@ def main() -> None:
     parser.add_argument("--max-gen-toks", type=int, default=None, help="default: the task's")
     parser.add_argument("--n-ctx", type=int, default=8192, help="KV cells shared by the streams")
     parser.add_argument("--threads", type=int, default=cpu_count())
+    parser.add_argument(
+        "--no-stop",
+        action="store_true",
+        help="drop the task's stop sequences, so answers run to max_gen_toks or an end "
+        "token (long answers; leaves out the server path, whose stops lm-eval sets)",
+    )
     parser.add_argument("--skip-peer", action="store_true", help="leave out the server path")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = parser.parse_args()
@@ -164,7 +172,7 @@ def main() -> None:
     for name in args.models.split(","):
         path = model_path(name)
         captured = capture_requests(args.task, args.include_path, args.limit, args.num_fewshot)
-        requests = gen_requests(captured.generate, args.max_gen_toks)
+        requests = gen_requests(captured.generate, args.max_gen_toks, no_stop=args.no_stop)
         limit = requests[0].max_tokens
         head = f"{path.name} / {args.task}: {len(requests)} prompts, max_gen_toks {limit}"
         print(f"\n== {head}, threads {args.threads}", flush=True)
@@ -178,10 +186,10 @@ def main() -> None:
             "batched_tok_s": ours["tokens"] / ours["batched_s"],
             "alone_tok_s": ours["tokens"] / ours["alone_s"],
             "sequential_tok_s": seq["tokens"] / seq["wall_s"],
-            "alone_equal": ours["alone_equal"],
+            "alone_equal": ours["alone_equal"], "no_stop": args.no_stop,
             "sequential_equal": same,
         }  # fmt: skip
-        if not args.skip_peer:
+        if not (args.skip_peer or args.no_stop):
             with tempfile.TemporaryDirectory(prefix="ggufbench-bench-") as tmp:
                 peer = lm_eval_server(path, args, Path(tmp))
             row["server_tok_s"] = count_tokens(path, peer["texts"]) / peer["wall_s"]
