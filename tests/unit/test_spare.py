@@ -2,7 +2,6 @@
 
 import json
 import sys
-import time
 from pathlib import Path
 
 from ggufbench.ledger import JobRow, Ledger
@@ -71,10 +70,10 @@ def test_each_next_job_runs_in_a_spare_started_while_the_last_one_ran(tmp_path):
 
 
 def test_jobs_still_run_when_spares_cannot_start(tmp_path):
-    dead = Spare([sys.executable, "-c", "raise SystemExit(1)"], worker_env())
-    dead.start()
-    time.sleep(0.5)
-    s, ledger = scheduler(tmp_path, 2, dead)
+    broken = Spare([str(tmp_path / "no-such-python")], worker_env())
+    broken.start()
+    assert broken.proc is None
+    s, ledger = scheduler(tmp_path, 2, broken)
     assert s.loop() == "done"
     assert all(j.status == "done" and j.attempts == 1 for j in ledger.jobs())
     assert [e["spare"] for e in events(tmp_path)] == [False, False]
