@@ -132,12 +132,22 @@ def capture_requests(
 # -- processes --------------------------------------------------------------------
 
 
-def run_timed(cmd: list[str], *, cwd: Path | None = None, log: Path) -> float:
-    """Run a command to the end; its wall time in seconds. Output goes to ``log``."""
+def run_timed(
+    cmd: list[str], *, cwd: Path | None = None, log: Path, timeout: float | None = None
+) -> float | None:
+    """Run a command to the end; its wall time in seconds. Output goes to ``log``.
+
+    None when it ran past ``timeout`` seconds (it is killed then).
+    """
     env = dict(os.environ, **OFFLINE)
     start = time.perf_counter()
     with log.open("w") as out:
-        proc = subprocess.run(cmd, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT)
+        try:
+            proc = subprocess.run(
+                cmd, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT, timeout=timeout
+            )
+        except subprocess.TimeoutExpired:
+            return None
     wall = time.perf_counter() - start
     if proc.returncode != 0:
         tail = log.read_text()[-3000:]

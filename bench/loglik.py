@@ -75,6 +75,7 @@ def run_ggufbench(path: Path, task: str, args: argparse.Namespace, work: Path) -
     suite = work / "suite.json"
     suite.write_text(suite_yaml(path, task, args, work / "runs"))
     wall = run_timed([PY, "-m", "ggufbench", "run", str(suite)], log=work / "ggufbench.log")
+    assert wall is not None  # no time limit on a
     (run_dir,) = (work / "runs").iterdir()
     bench = json.loads((run_dir / "summary.json").read_text())["models"]["m"]["benchmarks"][task]
     samples = [
@@ -104,7 +105,8 @@ def run_peer(path: Path, task: str, args: argparse.Namespace, work: Path) -> dic
             cmd += ["--limit", str(args.limit)]
         if args.num_fewshot is not None:
             cmd += ["--num_fewshot", str(args.num_fewshot)]
-        run_timed(cmd, log=work / "lm_eval.log")
+        if run_timed(cmd, log=work / "lm_eval.log", timeout=args.peer_timeout or None) is None:
+            return {"wall_s": None, "timed_out_s": time.perf_counter() - start, "acc": None}
     wall = time.perf_counter() - start
     return {"wall_s": wall, "acc": metric(lm_eval_results(out), task)}
 
@@ -232,6 +234,12 @@ def main() -> None:
     parser.add_argument("--n-ctx", type=int, default=2048)
     parser.add_argument("--threads", type=int, default=cpu_count())
     parser.add_argument("--skip-peer", action="store_true", help="leave out path b")
+    parser.add_argument(
+        "--peer-timeout",
+        type=float,
+        default=1800,
+        help="stop path b after this many seconds and report a lower bound on b/a (0: none)",
+    )
     parser.add_argument("--skip-reference", action="store_true")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = parser.parse_args()
@@ -264,7 +272,10 @@ def main() -> None:
                 "b_wall_s": b and b["wall_s"], "b_acc": b and b["acc"],
             }  # fmt: skip
             row |= c
-            row["b_over_a"] = b and b["wall_s"] / a["wall_s"]
+            row["b_over_a"] = b and b["wall_s"] and b["wall_s"] / a["wall_s"]
+            if b and b["wall_s"] is None:  # stopped at --peer-timeout: a lower bound
+                row["b_stopped_after_s"] = b["timed_out_s"]
+                row["b_over_a_at_least"] = b["timed_out_s"] / a["wall_s"]
             row["job_over_bound"] = a["job_s"] / c["bound_s"]
             row["job_over_bound_with_logits"] = a["job_s"] / c["bound_with_logits_s"]
             if not args.skip_reference:
@@ -284,6 +295,9 @@ def report(row: dict[str, Any]) -> None:
     if row["b_wall_s"] is not None:
         print(f"b lm-eval gguf    {row['b_wall_s']:7.1f} s  acc {fmt(row['b_acc'])}")
         print(f"  a is {row['b_over_a']:.1f}x faster than b (whole processes)")
+    elif "b_stopped_after_s" in row:
+        print(f"b lm-eval gguf    stopped after {row['b_stopped_after_s']:.0f} s (--peer-timeout)")
+        print(f"  a is at least {row['b_over_a_at_least']:.1f}x faster than b (whole processes)")
     b_off, a_off = row["tok_s_logits_off_before_after"]
     speed = (
         f"{row['tok_s_logits_off']:.0f} tok/s logits off ({b_off:.0f} before a, {a_off:.0f} after)"
