@@ -81,7 +81,8 @@ class Scheduler:
         self.not_before: dict[str, float] = {}
         self.stop_signal: int | None = None
         self.budget = Budget(machine)
-        self.spare = spare
+        # A spare must run the same program as a fresh worker would.
+        self.spare = spare if spare and spare.worker_cmd == settings.worker_cmd else None
 
     # -- signals ---------------------------------------------------------
     def _on_signal(self, signum: int, _frame: Any) -> None:

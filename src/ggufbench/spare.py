@@ -36,8 +36,10 @@ class Spare:
 
     def start(self) -> None:
         """Start a spare unless one is waiting."""
-        if self.proc is not None and self.proc.poll() is None:
-            return
+        if self.proc is not None:
+            if self.proc.poll() is None:
+                return
+            _end(self.proc)
         try:
             self.proc = subprocess.Popen(
                 [*self.worker_cmd, STANDBY_FLAG],
@@ -54,7 +56,10 @@ class Spare:
     ) -> subprocess.Popen[bytes] | None:
         """Hand the waiting spare a job; None when there is none that can take it."""
         proc, self.proc = self.proc, None
-        if proc is None or proc.poll() is not None or proc.stdin is None:
+        if proc is None:
+            return None
+        if proc.poll() is not None or proc.stdin is None:
+            _end(proc)
             return None
         order = {"argv": argv, "env": env, "log": str(log)}
         try:
@@ -66,7 +71,7 @@ class Spare:
         return proc
 
     def close(self) -> None:
-        """Let a waiting spare go (it exits when its stdin closes)."""
+        """Let a waiting spare go: it is killed (it holds no job)."""
         proc, self.proc = self.proc, None
         if proc is not None:
             _end(proc)

@@ -6,6 +6,9 @@ its orchestrator dies (its parent changes), and every write it makes is checked
 against the run's owner token, so it can never write into a run that another
 process has taken over.
 
+A spare (``--standby``, :mod:`ggufbench.spare`) imports first and reads its job's
+arguments, environment and log file from stdin.
+
 Exit codes: 0 done; 3 an error retrying cannot fix (last line 'ggufbench-error: ...');
 4 no longer the run's owner; 5 a backend error worth retrying; 130 interrupted;
 anything else a crash.
@@ -141,25 +144,42 @@ def run_job(
         ledger.close()
 
 
+def preload() -> str:
+    """The slow imports of a job, none of which loads llama.cpp; a traceback if one failed."""
+    try:
+        import lm_eval.evaluator  # noqa: F401
+        import lm_eval.tasks  # noqa: F401
+
+        import ggufbench.benchmarks  # noqa: F401
+        import ggufbench.cached  # noqa: F401
+        import ggufbench.lmeval_adapter  # noqa: F401
+    except Exception:
+        return traceback.format_exc()
+    return ""
+
+
 def standby() -> int:
-    """Be a spare (:mod:`ggufbench.spare`): import now, then run the one job read from stdin."""
+    """Be a spare (:mod:`ggufbench.spare`): import now, then run the one job read from stdin.
+
+    Exits 0 without a job when stdin closes first. A failed import is reported in
+    the job's log, and the job then runs as it would in a fresh worker.
+    """
     threading.Thread(target=_watch_parent, args=(os.getppid(),), daemon=True).start()
-    import lm_eval.evaluator  # noqa: F401  the slow imports, done ahead of the job
-    import lm_eval.tasks  # noqa: F401
-
-    import ggufbench.benchmarks  # noqa: F401
-    import ggufbench.cached  # noqa: F401
-    import ggufbench.lmeval_adapter  # noqa: F401
-
+    failed = preload()
     line = sys.stdin.readline()
     if not line.strip():
         return 0
     order = json.loads(line)
-    os.environ.update(order["env"])  # before llama.cpp is loaded: it reads CUDA_VISIBLE_DEVICES
-    fd = os.open(order["log"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    fd = os.open(order["log"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
     os.dup2(fd, 1)
     os.dup2(fd, 2)
     os.close(fd)
+    if failed:
+        print(f"this worker's early imports failed:\n{failed}", file=sys.stderr)
+    os.environ.update(order["env"])
+    if failed or (order["env"] and "llama_cpp" in sys.modules):
+        # llama.cpp reads CUDA_VISIBLE_DEVICES when it is loaded: start clean.
+        os.execv(sys.executable, [sys.executable, "-m", "ggufbench.worker", *order["argv"]])
     return main(order["argv"])
 
 

@@ -37,7 +37,13 @@ ledger = Ledger(args.run_dir / "ledger.sqlite")
 job = ledger.job(args.job_id)
 behaviour = job.spec["behaviour"]
 with open(args.run_dir / "events.jsonl", "a") as fh:
-    event = {"job": job.id, "start": time.time(), "threads": args.threads, "spare": spare}
+    event = {
+        "job": job.id,
+        "start": time.time(),
+        "threads": args.threads,
+        "spare": spare,
+        "gpu": os.environ.get("CUDA_VISIBLE_DEVICES"),
+    }
     fh.write(json.dumps(event) + "\n")
 time.sleep(job.spec.get("sleep", 0.0))
 if behaviour == "crash":

@@ -1,6 +1,7 @@
 """Spare workers: started ahead of need, handed one job, never costing one."""
 
 import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -41,7 +42,7 @@ def test_letting_a_waiting_spare_go_stops_it():
     assert proc.poll() is not None and spare.proc is None
 
 
-def scheduler(tmp_path, n_jobs: int, spare: Spare) -> tuple[Scheduler, Ledger]:
+def scheduler(tmp_path, n_jobs: int, spare: Spare | None) -> tuple[Scheduler, Ledger]:
     run = RunDir(tmp_path)
     ledger = Ledger(run.ledger, create=True)
     owner = ledger.claim()
@@ -59,14 +60,46 @@ def events(tmp_path) -> list[dict]:
     return sorted(starts, key=lambda e: e["start"])
 
 
+class CountingSpare(Spare):
+    started = 0
+
+    def start(self) -> None:
+        super().start()
+        self.started += 1
+
+
 def test_each_next_job_runs_in_a_spare_started_while_the_last_one_ran(tmp_path):
-    spare = Spare(WORKER, worker_env())
+    spare = CountingSpare(WORKER, worker_env())
     spare.start()  # as the orchestrator does before its preflight
     s, ledger = scheduler(tmp_path, 3, spare)
     assert s.loop() == "done"
     assert [j.status for j in ledger.jobs()] == ["done"] * 3
     assert [e["spare"] for e in events(tmp_path)] == [True, True, True]
-    assert spare.proc is None  # no spare is left waiting once the run ends
+    assert spare.started == 3  # none once no job was left waiting
+    assert spare.proc is None
+
+
+def test_a_spare_runs_its_job_with_the_job_s_own_environment(tmp_path):
+    spare = Spare(WORKER, worker_env())
+    spare.start()
+    s, ledger = scheduler(tmp_path, 1, None)
+    ledger.start_attempt("m/j0", s.owner, "")
+    proc = spare.take(
+        [str(tmp_path), "m/j0", s.owner], {"CUDA_VISIBLE_DEVICES": "3"}, tmp_path / "log"
+    )
+    assert proc is not None and proc.wait(timeout=60) == 0
+    assert ledger.job("m/j0").status == "done"
+    assert [(e["spare"], e["gpu"]) for e in events(tmp_path)] == [(True, "3")]
+
+
+def test_a_spare_s_imports_leave_llama_cpp_unloaded():
+    """llama.cpp reads CUDA_VISIBLE_DEVICES when it loads, so a spare must not load it early."""
+    code = (
+        "import sys; from ggufbench.worker import preload; "
+        "print(preload() or 'llama_cpp' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip() == "False", out.stdout + out.stderr
 
 
 def test_jobs_still_run_when_spares_cannot_start(tmp_path):
