@@ -93,6 +93,11 @@ class RunDir:
         return False
 
 
+def samples_file(run_dir: Path, alias: str, benchmark: str) -> Path:
+    """Where a job's samples are: samples/<alias>/<benchmark>.jsonl."""
+    return run_dir / "samples" / alias / f"{benchmark.replace('/', '_')}.jsonl"
+
+
 def write_json(path: Path, data: Any) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(

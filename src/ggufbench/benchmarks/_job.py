@@ -10,6 +10,7 @@ from typing import Any
 
 from ggufbench.cached import CachedBackend
 from ggufbench.ledger import Ledger
+from ggufbench.rundir import samples_file
 
 
 @dataclass
@@ -28,7 +29,7 @@ class JobContext:
         return self.run_dir / "results" / self.alias / f"{_safe(self.name)}.json"
 
     def samples_path(self) -> Path:
-        return self.run_dir / "samples" / self.alias / f"{_safe(self.name)}.jsonl"
+        return samples_file(self.run_dir, self.alias, self.name)
 
     def write_json(self, path: Path, data: Any) -> None:
         _atomic(path, json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")

@@ -18,7 +18,7 @@ def register(app: typer.Typer) -> None:
         """Rebuild summary.json and report.md from the ledger and print the report."""
         from ggufbench.errors import ConfigError
         from ggufbench.ledger import Ledger
-        from ggufbench.report import render, write_summary
+        from ggufbench.report import add_vs_baseline, render, write_summary
         from ggufbench.rundir import RunDir
 
         run = RunDir(run_dir)
@@ -35,6 +35,7 @@ def register(app: typer.Typer) -> None:
                     f"--baseline {baseline} is not a model of this run; use one of {known}"
                 )
             summary["baseline"] = baseline
+            add_vs_baseline(summary, run.path)
         text = render(summary)
         (run.path / "report.md").write_text(text, encoding="utf-8")
         console().print(text, markup=False, highlight=False)

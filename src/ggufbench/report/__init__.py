@@ -6,6 +6,7 @@ from pathlib import Path
 
 from ggufbench.ledger import Ledger
 from ggufbench.report._markdown import render
+from ggufbench.report._paired import add_vs_baseline
 from ggufbench.report._summary import build_summary, write_summary
 from ggufbench.rundir import RunDir
 
@@ -18,4 +19,4 @@ def write_reports(run: RunDir, ledger: Ledger, status: str) -> Path:
     return path
 
 
-__all__ = ["build_summary", "render", "write_reports", "write_summary"]
+__all__ = ["add_vs_baseline", "build_summary", "render", "write_reports", "write_summary"]

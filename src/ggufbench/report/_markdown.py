@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from ggufbench.report._paired import versus
+
 PRIMARY = (
     "acc_norm",
     "acc",
@@ -41,15 +43,19 @@ def _benchmark_metrics(summary: dict[str, Any]) -> dict[str, list[str]]:
     return found
 
 
-def _delta(value: float | None, base: float | None, err: float | None, berr: float | None) -> str:
-    if value is None or base is None:
+def _delta(cur: dict[str, Any] | None, base: dict[str, Any] | None, found: Any) -> str:
+    """Δ ± its standard error: the paired one from ``vs_baseline`` where there is one."""
+    if not cur or not base or cur.get("value") is None or base.get("value") is None:
         return "–"
-    diff = value - base
-    if err is not None and berr is not None:
-        combined = (err**2 + berr**2) ** 0.5
-        flag = " *" if combined > 0 and abs(diff) > 1.96 * combined else ""
-        return f"{diff:+.4f} (±{combined:.4f}){flag}"
-    return f"{diff:+.4f}"
+    vs = found or versus(
+        cur["value"], cur.get("stderr"), base["value"], base.get("stderr"), None, None
+    )
+    diff, err = vs["delta"], vs.get("stderr")
+    if err is None:
+        return f"{diff:+.4f}"
+    flag = " *" if err > 0 and abs(diff) > 1.96 * err else ""
+    how = f", paired n={vs['n']}" if vs.get("method") == "paired" else ""
+    return f"{diff:+.4f} (±{err:.4f}{how}){flag}"
 
 
 def render(summary: dict[str, Any]) -> str:
@@ -72,8 +78,10 @@ def render(summary: dict[str, Any]) -> str:
         "",
         "## Scores",
         "",
-        "Each value is ± its standard error. Δ is the difference from the baseline with the "
-        "combined standard error; * marks a difference larger than 1.96 of it.",
+        "Each value is ± its standard error. Δ is the difference from the baseline ± its "
+        "standard error: paired over the same items where the samples allow (the spread of "
+        "the per-item differences, marked 'paired'), otherwise the two standard errors "
+        "combined; * marks a difference larger than 1.96 of it.",
         "",
     ]
     for bench, metric_names in bench_metrics.items():
@@ -92,12 +100,7 @@ def render(summary: dict[str, Any]) -> str:
                 delta = (
                     "(baseline)"
                     if alias == base
-                    else _delta(
-                        cur and cur.get("value"),
-                        base_m and base_m.get("value"),
-                        cur and cur.get("stderr"),
-                        base_m and base_m.get("stderr"),
-                    )
+                    else _delta(cur, base_m, entry.get("vs_baseline", {}).get(metric))
                 )
                 status = entry.get("status", "skipped")
                 shown = _fmt(cur) if status == "done" else status

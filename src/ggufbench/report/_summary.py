@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ggufbench.ledger import Ledger
+from ggufbench.report._paired import add_vs_baseline
 from ggufbench.rundir import RunDir, write_json
 
 SCHEMA_VERSION = 1
@@ -45,13 +46,14 @@ def build_summary(run: RunDir, ledger: Ledger, status: str) -> dict[str, Any]:
             if extra in result:
                 entry[extra] = result[extra]
         models[job.model]["benchmarks"][job.benchmark] = entry
-    return {
+    summary = {
         "schema_version": SCHEMA_VERSION,
         "run_id": meta.get("id", run.path.name),
         "status": status,
         "baseline": suite.baseline(),
         "models": models,
     }
+    return add_vs_baseline(summary, run.path)
 
 
 def write_summary(run: RunDir, ledger: Ledger, status: str) -> dict[str, Any]:
