@@ -95,7 +95,16 @@ class RunDir:
 
 def samples_file(run_dir: Path, alias: str, benchmark: str) -> Path:
     """Where a job's samples are: samples/<alias>/<benchmark>.jsonl."""
-    return run_dir / "samples" / alias / f"{benchmark.replace('/', '_')}.jsonl"
+    return run_dir / "samples" / alias / f"{_file_name(benchmark)}.jsonl"
+
+
+def results_file(run_dir: Path, alias: str, benchmark: str) -> Path:
+    """Where a job's results are: results/<alias>/<benchmark>.json."""
+    return run_dir / "results" / alias / f"{_file_name(benchmark)}.json"
+
+
+def _file_name(benchmark: str) -> str:
+    return benchmark.replace("/", "_")
 
 
 def write_json(path: Path, data: Any) -> None:

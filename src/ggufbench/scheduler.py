@@ -156,8 +156,7 @@ class Scheduler:
         )
         self.running[job.id] = Running(job, attempt, proc, log, time.time(), footprint, gpu)
         self.listen("start", {"job": job.id, "attempt": attempt, "pid": proc.pid})
-        jobs = self.ledger.jobs()
-        if self.spare is not None and any(j.status == "pending" for j in jobs):
+        if self.spare is not None and any(j.status == "pending" for j in self.ledger.jobs()):
             self.spare.start()  # the next job's worker imports while this one runs
 
     # -- endings ---------------------------------------------------------

@@ -185,7 +185,9 @@ def standby() -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv == ["--standby"]:
+    from ggufbench.spare import STANDBY_FLAG
+
+    if argv == [STANDBY_FLAG]:
         return standby()
     parser = argparse.ArgumentParser(prog="python -m ggufbench.worker")
     parser.add_argument("run_dir", type=Path)

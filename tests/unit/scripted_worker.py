@@ -14,9 +14,10 @@ import time
 from pathlib import Path
 
 from ggufbench.ledger import Ledger
+from ggufbench.spare import STANDBY_FLAG
 from ggufbench.worker import ERROR_PREFIX, EXIT_USER_ERROR
 
-spare = sys.argv[1:] == ["--standby"]
+spare = sys.argv[1:] == [STANDBY_FLAG]
 if spare:  # the spare protocol of ggufbench.worker: the job arrives on stdin
     order = json.loads(sys.stdin.readline() or "null")
     if order is None:

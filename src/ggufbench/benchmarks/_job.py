@@ -10,7 +10,7 @@ from typing import Any
 
 from ggufbench.cached import CachedBackend
 from ggufbench.ledger import Ledger
-from ggufbench.rundir import samples_file
+from ggufbench.rundir import results_file, samples_file
 
 
 @dataclass
@@ -26,7 +26,7 @@ class JobContext:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def result_path(self) -> Path:
-        return self.run_dir / "results" / self.alias / f"{_safe(self.name)}.json"
+        return results_file(self.run_dir, self.alias, self.name)
 
     def samples_path(self) -> Path:
         return samples_file(self.run_dir, self.alias, self.name)
@@ -37,10 +37,6 @@ class JobContext:
     def write_jsonl(self, path: Path, rows: list[dict[str, Any]]) -> None:
         lines = (json.dumps(r, ensure_ascii=False, default=str) for r in rows)
         _atomic(path, "".join(line + "\n" for line in lines))
-
-
-def _safe(name: str) -> str:
-    return name.replace("/", "_")
 
 
 def _atomic(path: Path, text: str) -> None:

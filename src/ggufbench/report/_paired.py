@@ -89,6 +89,7 @@ def add_vs_baseline(summary: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     base = summary.get("baseline")
     models = summary["models"]
     base_benches = models.get(base, {}).get("benchmarks", {})
+    base_scores: dict[str, dict[str, Items]] = {}  # read once per benchmark
     for alias, model in models.items():
         for bench, entry in model["benchmarks"].items():
             entry.pop("vs_baseline", None)
@@ -96,7 +97,9 @@ def add_vs_baseline(summary: dict[str, Any], run_dir: Path) -> dict[str, Any]:
             if alias == base or "done" != entry.get("status") or "done" != base_entry.get("status"):
                 continue
             mine = item_scores(samples_file(run_dir, alias, bench))
-            theirs = item_scores(samples_file(run_dir, str(base), bench))
+            if bench not in base_scores:
+                base_scores[bench] = item_scores(samples_file(run_dir, str(base), bench))
+            theirs = base_scores[bench]
             compared = {}
             for metric, m in entry.get("metrics", {}).items():
                 b = base_entry.get("metrics", {}).get(metric)
