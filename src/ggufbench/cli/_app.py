@@ -19,7 +19,19 @@ app = typer.Typer(
 )
 
 # Command modules, each with register(app). A module that is not there yet is skipped.
-COMMANDS = ("run", "resume", "status", "report", "check", "inspect", "demo", "serve", "audit")
+COMMANDS = (
+    "run",
+    "resume",
+    "status",
+    "report",
+    "compare",
+    "check",
+    "inspect",
+    "demo",
+    "convert",
+    "serve",
+    "audit",
+)
 
 err = Console(stderr=True)
 
