@@ -2,11 +2,12 @@
 
 One worker process per running job. A job attempt ends in one of four ways:
 done (the worker wrote its result), failed (retried with exponential backoff up
-to ``execution.retries``; a permanent error such as a missing task is not
-retried), timed out (its deadline or the job limit passed: killed, then
-retried), or interrupted (Ctrl-C, SIGTERM: the job goes back to pending and
-resume picks it up). Nothing here assumes one machine: a job is plain JSON in
-the ledger, and a worker needs only the run directory and the job id.
+to ``execution.retries`` times per driver, so a resumed job has its full budget
+again; a permanent error such as a missing task is not retried), timed out (its
+deadline or the job limit passed: killed, then retried), or interrupted (Ctrl-C,
+SIGTERM: the job goes back to pending and resume picks it up). Nothing here
+assumes one machine: a job is plain JSON in the ledger, and a worker needs only
+the run directory and the job id.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ class Settings:
     max_parallel: int | str = "auto"
     job_timeout_s: float | None = None
     request_timeout_s: float | None = None  # None: deadlines the worker derives
-    footprints: dict[str, int] = field(default_factory=dict)  # by model alias
+    footprints: dict[str, int] = field(default_factory=dict)  # by job id, else model alias
     wants_gpu: dict[str, bool] = field(default_factory=dict)
     # The worker program; tests put a scripted fake worker here.
     worker_cmd: list[str] = field(
@@ -125,7 +126,8 @@ class Scheduler:
                 continue
             if self.not_before.get(job.id, 0) > now:
                 continue
-            footprint = self.settings.footprints.get(job.model, 0)
+            footprints = self.settings.footprints
+            footprint = footprints.get(job.id, footprints.get(job.model, 0))
             wants_gpu = self.settings.wants_gpu.get(job.model, False)
             ok, gpu = self.budget.take(footprint, wants_gpu, alone=not self.running)
             if not ok:
@@ -192,7 +194,12 @@ class Scheduler:
     def _fail(self, run: Running, reason: str, permanent: bool) -> None:
         job_id = run.job.id
         self.ledger.end_attempt(job_id, run.attempt, "failed", reason)
-        failures = sum(1 for a in self.ledger.attempts(job_id) if a["status"] == "failed")
+        # Only this driver's failures count: a resumed job gets its full budget again.
+        failures = sum(
+            1
+            for a in self.ledger.attempts(job_id)
+            if a["status"] == "failed" and a["owner"] == self.owner
+        )
         if permanent or failures > self.settings.retries:
             self.ledger.update_job(job_id, status="failed", error=reason)
             self.listen("failed", {"job": job_id, "attempt": run.attempt, "error": reason})

@@ -2,8 +2,9 @@
 
 It takes the same arguments as ``python -m ggufbench.worker`` (or, as a spare,
 ``--standby`` and then its job on stdin) and does what the
-job's spec says: finish, crash, hang past its deadline, fail once, or fail with
-an error that retrying cannot fix.
+job's spec says: finish, crash, hang past its deadline, fail once, fail until
+its attempt number reaches ``ok_from``, or fail with an error that retrying
+cannot fix.
 """
 
 import argparse
@@ -50,6 +51,8 @@ time.sleep(job.spec.get("sleep", 0.0))
 if behaviour == "crash":
     os.abort()
 if behaviour == "fail_once" and job.attempts == 1:
+    sys.exit(1)
+if behaviour == "fail_until" and job.attempts < job.spec["ok_from"]:
     sys.exit(1)
 if behaviour == "permanent":
     print(f"{ERROR_PREFIX}lm-eval task 'nope' does not exist", file=sys.stderr)

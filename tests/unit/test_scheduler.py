@@ -100,3 +100,17 @@ def test_stop_signal_interrupts_and_leaves_jobs_pending(tmp_path):
     job = ledger.job("m/long")
     assert job.status == "pending"
     assert ledger.attempts("m/long")[-1]["status"] == "interrupted"
+
+
+def test_a_resumed_job_gets_its_full_retry_budget_again(tmp_path):
+    retries = 2
+    behaviour = {"behaviour": "fail_until", "ok_from": 2 * (retries + 1)}
+    s, ledger, _ = make(tmp_path, {"flaky": behaviour}, retries=retries)
+    # An earlier driver used up the whole budget: retries + 1 failed attempts.
+    for _ in range(retries + 1):
+        n = ledger.start_attempt("m/flaky", "an-earlier-driver", "")
+        ledger.end_attempt("m/flaky", n, "failed", "the worker exited with code 1")
+    ledger.update_job("m/flaky", status="pending")  # as resume leaves a failed job
+    assert s.loop() == "done"
+    mine = [a["status"] for a in ledger.attempts("m/flaky") if a["owner"] == s.owner]
+    assert mine == ["failed"] * retries + ["done"]
