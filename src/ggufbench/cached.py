@@ -11,28 +11,32 @@ sharing a prefix are adjacent:
   worth about ``CHUNK_S`` seconds of measured work, or ``generation_width``
   prompts (generation).
 
-Either way answers are committed as they complete, buffered for at most
-``FLUSH_S`` seconds, and whatever finished is committed when a call fails.
-Progress is published at most every ``REPORT_S`` seconds together with a
-deadline for the next answers; the orchestrator kills a worker that passes it,
-and the retry serves everything finished from the cache. The iterator is looked
+Either way answers are committed as they complete: a thread of its own commits
+them, many to a transaction, at most ``FLUSH_S`` seconds after each was
+computed, however long the backend then takes over the rest; whatever finished
+is committed when a call fails. Progress counts committed answers only, and is
+published after each commit and at most every ``REPORT_S`` seconds together
+with a deadline for the next answers; the orchestrator kills a worker that
+passes it, and the retry serves everything finished from the cache. The iterator is looked
 up on the backend's class, never forwarded through a wrapper, so a wrapper that
 rewrites answers (the thinking parser) is never bypassed.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 from ggufbench.backends._base import Backend, GenRequest, GenResult, LoglikRequest, LoglikResult
 from ggufbench.cache_key import cache_key
 from ggufbench.ledger import Ledger
 
-FLUSH_S = 1.0
+FLUSH_S = 0.5  # the longest a computed answer waits for its commit to start
 REPORT_S = 1.0
 CHUNK_S = 2.0
 DEADLINE_FLOOR_S = 120.0
@@ -40,6 +44,7 @@ DEADLINE_FACTOR = 10.0
 LOGLIK_WINDOW = 16  # loglikelihood answers the next deadline covers
 
 Payload = dict[str, Any]
+Row = tuple[str, str, str, Payload, Any]  # key, kind, model identity, request, answer
 
 
 @dataclass
@@ -108,10 +113,11 @@ class CachedBackend:
         self.job_id = job_id
         self.timing = timing or Timing()
         self.counts = Counts()
-        self._pending: list[tuple[str, str, str, Any, Any]] = []
-        self._last_flush = time.monotonic()
+        self._commits = _Commits(ledger.path, owner, self._committed)
+        self._lock = threading.Lock()  # progress is written from two threads
         self._last_report = 0.0
-        self._done = 0
+        self._deadline: float | None = None
+        self._done = 0  # answers in the ledger
         self._total = 0
 
     # -- public kinds ----------------------------------------------------
@@ -181,12 +187,6 @@ class CachedBackend:
         )
         return [GenResult(**a) for a in self._run(kind, [asdict(r) for r in requests])]
 
-    def flush(self) -> None:
-        if self._pending:
-            self.ledger.cache_put(self.owner, self._pending)
-            self._pending = []
-        self._last_flush = time.monotonic()
-
     # -- the loop --------------------------------------------------------
     def _run(self, kind: _Kind, payloads: list[Payload]) -> list[Any]:
         info = self.backend.info
@@ -194,8 +194,9 @@ class CachedBackend:
         answers: dict[str, Any] = self.ledger.cache_get(list(dict.fromkeys(keys)))
         self.counts.total += len(keys)
         self.counts.from_cache += sum(1 for k in keys if k in answers)
-        self._total += len(keys)
-        self._done += sum(1 for k in keys if k in answers)
+        with self._lock:
+            self._total += len(keys)
+            self._done += sum(1 for k in keys if k in answers)
         multiplicity = Counter(keys)
         todo: dict[str, Payload] = {}
         for key, payload in zip(keys, payloads, strict=True):
@@ -204,19 +205,116 @@ class CachedBackend:
         ordered = sorted(todo.items(), key=lambda item: kind.order(item[1]))
         run = _Progress(self, kind, ordered, multiplicity, answers)
         self._report(None)
+        if len(ordered) > 1:  # a single answer is committed as the call ends
+            self._commits.start()
         try:
             if ordered and kind.stream is not None:
                 run.stream()
             elif ordered:
                 run.chunks()
         finally:
-            self.flush()
+            self._commits.stop(self.ledger)
             self._report(None)
         return [answers[k] for k in keys]
 
     def _report(self, deadline: float | None) -> None:
-        self._last_report = time.monotonic()
-        self.ledger.progress(self.owner, self.job_id, self._done, self._total, deadline)
+        with self._lock:
+            self._last_report = time.monotonic()
+            self._deadline = deadline
+            self._write_progress(self.ledger)
+
+    def _committed(self, ledger: Ledger, n: int) -> None:
+        """``n`` more answers are in the ledger (called on the committing thread)."""
+        with self._lock:
+            self._done += n
+            self._write_progress(ledger)
+
+    def _write_progress(self, ledger: Ledger) -> None:
+        """Under ``_lock``, so a later write never carries older figures."""
+        ledger.progress(self.owner, self.job_id, self._done, self._total, self._deadline)
+
+
+class _Commits:
+    """Computed answers on their way into the ledger, with their multiplicity.
+
+    While a call computes more than one answer, a thread commits them, all that
+    are buffered in one transaction, once the oldest has waited ``FLUSH_S``; so
+    an answer never waits for the next one or for the rest of a batch, and kill
+    -9 loses at most that much. The thread has its own connection (a sqlite
+    connection belongs to the thread that opened it); every write checks the
+    owner token, and an error there (``NotOwner``) reaches the caller at its next
+    answer. ``stop`` ends the thread and commits what is left on the caller's
+    connection.
+    """
+
+    def __init__(self, path: Path, owner: str, committed: Callable[[Ledger, int], None]) -> None:
+        self.path = path
+        self.owner = owner
+        self.committed = committed
+        self._rows: list[tuple[Row, int]] = []
+        self._oldest = 0.0
+        self._cond = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._stopping = False
+        self._error: BaseException | None = None
+
+    def start(self) -> None:
+        self._stopping = False
+        self._thread = threading.Thread(target=self._loop, name="ledger-commits", daemon=True)
+        self._thread.start()
+
+    def add(self, row: Row, n: int) -> None:
+        with self._cond:
+            if self._error is not None:
+                raise self._error
+            if not self._rows:
+                self._oldest = time.monotonic()
+                self._cond.notify()
+            self._rows.append((row, n))
+
+    def stop(self, ledger: Ledger) -> None:
+        with self._cond:
+            thread, self._thread = self._thread, None
+            self._stopping = True
+            self._cond.notify()
+        if thread is not None:
+            thread.join()
+        rows, self._rows, self._error = self._rows, [], None
+        self._commit(ledger, rows)
+
+    def _loop(self) -> None:
+        ledger: Ledger | None = None
+        rows: list[tuple[Row, int]] | None = None
+        try:
+            while (rows := self._due()) is not None:
+                ledger = ledger or Ledger(self.path)
+                self._commit(ledger, rows)
+        except BaseException as exc:  # the caller commits what is left, or meets the error
+            with self._cond:
+                self._rows[:0] = rows or []
+                self._error = exc
+        finally:
+            if ledger is not None:
+                ledger.close()
+
+    def _due(self) -> list[tuple[Row, int]] | None:
+        """All buffered rows once the oldest has waited FLUSH_S; None when stopping."""
+        with self._cond:
+            while not self._stopping:
+                wait = self._oldest + FLUSH_S - time.monotonic() if self._rows else None
+                if wait is not None and wait <= 0:
+                    rows, self._rows = self._rows, []
+                    return rows
+                self._cond.wait(wait)
+            return None
+
+    def _commit(self, ledger: Ledger, rows: list[tuple[Row, int]]) -> None:
+        """Commit ``rows`` in one transaction, empty the list, then count them done."""
+        if rows:
+            ledger.cache_put(self.owner, [row for row, _ in rows])
+            n = sum(n for _, n in rows)
+            rows.clear()
+            self.committed(ledger, n)
 
 
 class _Progress:
@@ -284,15 +382,12 @@ class _Progress:
     def _record(self, key: str, payload: Payload, answer: Any) -> None:
         cached = self.cached
         self.answers[key] = answer
-        cached._pending.append((key, self.kind.name, cached.backend.info.identity, payload, answer))
         n = self.multiplicity[key]
+        cached._commits.add((key, self.kind.name, cached.backend.info.identity, payload, answer), n)
         cached.counts.computed += n
-        cached._done += n
         self.left -= 1
         self.units_since += self.kind.units(payload)
         now = time.monotonic()
-        if now - cached._last_flush >= FLUSH_S:
-            cached.flush()
         if now - cached._last_report >= REPORT_S and self.left:
             cached.timing.observe(self.kind.name, self.units_since, now - self.since)
             self.units_since, self.since = 0.0, now

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import random
+import threading
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -10,7 +12,7 @@ import pytest
 
 from ggufbench.backends._base import BackendInfo, GenRequest, GenResult, LoglikRequest, LoglikResult
 from ggufbench.cached import CachedBackend
-from ggufbench.ledger import JobRow, Ledger
+from ggufbench.ledger import JobRow, Ledger, NotOwner
 
 JOB = "m/demo"
 
@@ -159,3 +161,36 @@ def test_a_forwarding_wrapper_is_never_bypassed(ledger: Ledger) -> None:
     inner.info = BackendInfo("fake", "model-d", {})
     out = wrap(Forwarding(inner), ledger).generate([GenRequest(prompt="x"), GenRequest(prompt="y")])
     assert [r.text for r in out] == ["wrapped", "wrapped"]
+
+
+def committing() -> bool:
+    return any(t.name == "ledger-commits" for t in threading.enumerate())
+
+
+class TakenOver(Streaming):
+    """Another driver claims the run while this backend computes its batch."""
+
+    def __init__(self, ledger: Ledger) -> None:
+        super().__init__()
+        self.ledger = ledger
+        self.answered = 0
+
+    def generate_iter(self, requests: Sequence[GenRequest]) -> Iterator[tuple[int, GenResult]]:
+        self.ledger.claim()
+        for i, r in enumerate(requests):
+            self.answered += 1
+            yield i, GenResult(r.prompt.upper(), "stop", 1, 2)
+            give_up = time.monotonic() + 30  # the commit of answer 0 meets the new owner
+            while i == 0 and committing() and time.monotonic() < give_up:
+                time.sleep(0.01)
+
+
+def test_a_run_taken_over_while_computing_stops_the_call_at_its_next_answer(
+    ledger: Ledger,
+) -> None:
+    backend = TakenOver(ledger)
+    with pytest.raises(NotOwner):
+        wrap(backend, ledger).generate([GenRequest(prompt=p) for p in "abcd"])
+    assert backend.answered == 2  # not the whole batch
+    assert ledger.cache_count() == 0
+    assert not committing()
