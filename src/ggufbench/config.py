@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import difflib
 import json
+import math
+import warnings
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from ggufbench.errors import ConfigError
+from ggufbench.errors import ConfigError, SuiteWarning
+from ggufbench.legacy import is_legacy, read_legacy
 
 RUNNERS = ("llama-cpp", "openai")
 RUNNER_ALIASES = {
@@ -102,7 +105,7 @@ class LmEvalBenchmark(_Frozen):
     gen_kwargs: dict[str, Any] | None = Field(None, description="generation overrides")
     apply_chat_template: bool = False
     fewshot_as_multiturn: bool = False
-    models: list[str] | None = Field(None, description="run only on these aliases")
+    models: list[str] | None = Field(None, min_length=1, description="run only on these aliases")
 
 
 class JudgeSpec(_Frozen):
@@ -128,7 +131,7 @@ class ElyzaBenchmark(_Frozen):
     max_tokens: int = Field(1024, ge=1)
     temperature: float = Field(0.0, ge=0)
     judge: JudgeSpec | None = None
-    models: list[str] | None = None
+    models: list[str] | None = Field(None, min_length=1, description="run only on these aliases")
 
 
 BENCHMARK_KINDS: dict[str, type[_Frozen]] = {
@@ -195,36 +198,6 @@ class Suite(_Frozen):
         return model.runner or self.defaults.runner
 
 
-def _legacy(data: dict[str, Any]) -> dict[str, Any]:
-    """Read the legacy ``{"gguf_models": [...]}`` shape as a suite."""
-    models: list[dict[str, Any]] = []
-    groups: dict[tuple[tuple[str, ...], Any], list[str]] = {}
-    for entry in data["gguf_models"]:
-        models.append(
-            {
-                "alias": entry["alias"],
-                "path": entry.get("gguf_path"),
-                "description": entry.get("description"),
-                "n_gpu_layers": entry.get("n_gpu_layers"),
-            }
-        )
-        key = (tuple(entry.get("tasks") or ()), entry.get("limit"))
-        if key[0]:
-            groups.setdefault(key, []).append(entry["alias"])
-    benchmarks: list[dict[str, Any]] = []
-    for (tasks, limit), aliases in groups.items():
-        spec = {"tasks": list(tasks), "limit": limit, "models": aliases}
-        benchmarks.append({"lm_eval": {k: v for k, v in spec.items() if v is not None}})
-    elyza = [e for e in data["gguf_models"] if e.get("elyza_limit")]
-    if elyza:
-        limit = max(int(e["elyza_limit"]) for e in elyza)
-        benchmarks.append(
-            {"elyza_tasks_100": {"limit": limit, "models": [e["alias"] for e in elyza]}}
-        )
-    clean = [{k: v for k, v in m.items() if v is not None} for m in models]
-    return {"name": data.get("name", "legacy"), "models": clean, "benchmarks": benchmarks}
-
-
 def _first_error(exc: ValidationError) -> str:
     errors = exc.errors()
     first = errors[0]
@@ -235,11 +208,36 @@ def _first_error(exc: ValidationError) -> str:
 
 
 def parse_suite(data: Any, base_dir: Path, source: str = "suite") -> Suite:
-    """Validate suite data; relative paths are taken from ``base_dir``."""
+    """Validate suite data; relative paths are taken from ``base_dir``.
+
+    A file in the legacy ``{"gguf_models": [...]}`` shape is read too; each key
+    it ignores is reported as a ``SuiteWarning``.
+    """
+    if data is None:
+        raise ConfigError(f"{source} is empty; write its models and benchmarks")
     if not isinstance(data, dict):
         raise ConfigError(f"{source} must be a mapping with models and benchmarks")
-    if "gguf_models" in data:
-        data = _legacy(data)
+    if is_legacy(data):
+        data = _from_legacy(data, source)
+    return _resolve_paths(validate_suite(data, source), base_dir, source)
+
+
+def _from_legacy(data: dict[str, Any], source: str) -> dict[str, Any]:
+    try:
+        imported = read_legacy(data)
+    except ValidationError as exc:
+        raise ConfigError(f"{source}: {_first_error(exc)}") from None
+    for note in imported.notes:
+        warnings.warn(f"{source}: {note}", SuiteWarning, stacklevel=3)
+    if not imported.suite["benchmarks"]:
+        raise ConfigError(
+            f"{source}: no entry of gguf_models has tasks or elyza_limit; give one at least"
+        )
+    return imported.suite
+
+
+def validate_suite(data: dict[str, Any], source: str) -> Suite:
+    """The checks every suite passes, from a file or after command-line overrides."""
     try:
         suite = Suite.model_validate(data)
         specs = suite.benchmark_specs()
@@ -252,12 +250,12 @@ def parse_suite(data: Any, base_dir: Path, source: str = "suite") -> Suite:
                 raise ConfigError(
                     f"{source}: benchmark names model '{alias}', which is not in models"
                 )
-    return _resolve_paths(suite, base_dir)
+    return suite
 
 
-def _resolve_paths(suite: Suite, base: Path) -> Suite:
+def _resolve_paths(suite: Suite, base: Path, source: str) -> Suite:
     def fix(p: Path | None) -> Path | None:
-        return None if p is None else (p if p.expanduser().is_absolute() else base / p).expanduser()
+        return None if p is None else _resolved(p, base, source)
 
     models = [m.model_copy(update={"path": fix(m.path)}) for m in suite.models]
     benchmarks = []
@@ -278,16 +276,37 @@ def _resolve_paths(suite: Suite, base: Path) -> Suite:
     )
 
 
+def _resolved(path: Path, base: Path, source: str) -> Path:
+    """``path`` with ``~`` expanded, taken from ``base`` when it is relative."""
+    if "\x00" in str(path):
+        raise ConfigError(f"{source}: the path {str(path)!r} holds a NUL character; remove it")
+    try:
+        path = path.expanduser()
+    except RuntimeError:
+        raise ConfigError(
+            f"{source}: the path {path} starts with ~ and a user this machine does not know; "
+            "write the folder out in full"
+        ) from None
+    return path if path.is_absolute() else base / path
+
+
 def _looks_local(dataset: Any) -> bool:
     return isinstance(dataset, str) and dataset.endswith((".csv", ".jsonl", ".json", ".parquet"))
 
 
 def load_suite(path: Path) -> Suite:
     """Read a YAML or JSON suite file."""
+    return parse_suite(read_suite_file(path), path.resolve().parent, source=str(path))
+
+
+def read_suite_file(path: Path) -> Any:
+    """The data of a YAML or JSON file, or a ConfigError that says what is wrong with it."""
+    if path.is_dir():
+        raise ConfigError(f"suite file {path} is a folder; give the path of a .yaml suite file")
     if not path.is_file():
         raise ConfigError(f"suite file {path} does not exist; give the path of a .yaml suite")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -295,7 +314,10 @@ def load_suite(path: Path) -> Suite:
         raise ConfigError(f"suite file {path} is not valid YAML{where}: {problem}") from None
     except UnicodeDecodeError:
         raise ConfigError(f"suite file {path} is not UTF-8 text; save it as UTF-8") from None
-    return parse_suite(data, path.resolve().parent, source=str(path))
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot read the suite file {path} ({exc.strerror}); check its permissions"
+        ) from None
 
 
 def apply_overrides(
@@ -304,35 +326,90 @@ def apply_overrides(
     benchmarks: list[str] | None = None,
     limit: float | None = None,
 ) -> Suite:
-    """The one place command-line options change a suite."""
-    update: dict[str, Any] = {}
-    if models:
-        known = [m.alias for m in suite.models]
-        for alias in models:
-            if alias not in known:
-                near = difflib.get_close_matches(alias, known, n=1)
-                hint = f"; did you mean '{near[0]}'?" if near else f"; known: {', '.join(known)}"
-                raise ConfigError(f"--models names '{alias}', which is not in the suite{hint}")
-        update["models"] = [m for m in suite.models if m.alias in models]
-    items = []
-    for item in suite.benchmarks:
+    """The one place command-line options change a suite.
+
+    The merged suite is validated as a suite file is, so a bad value is a
+    ConfigError, never a half-checked suite.
+    """
+    data = suite.model_dump(mode="json")
+    keep = {m.alias for m in suite.models}
+    if models is not None:
+        keep = _named("--models", models, [m.alias for m in suite.models], "model alias")
+        data["models"] = [m for m in data["models"] if m["alias"] in keep]
+    items = _select(data["benchmarks"], benchmarks, keep)
+    if limit is not None:
+        value = _limit(limit, {kind for item in items for kind in item})
+        for item in items:
+            for body in item.values():
+                body["limit"] = value
+    data["benchmarks"] = items
+    return validate_suite(data, "the command-line options")
+
+
+def _named(option: str, names: list[str], known: list[str], what: str) -> set[str]:
+    """The names an option gives, each of them known, or a ConfigError with a 'did you mean'."""
+    if not names:
+        raise ConfigError(f"{option} names no {what}; give one or more, comma-separated")
+    for name in names:
+        if name not in known:
+            near = difflib.get_close_matches(name, known, n=1)
+            hint = f"did you mean '{near[0]}'?" if near else f"use one of {', '.join(known)}"
+            raise ConfigError(f"{option} names '{name}', which is not in the suite; {hint}")
+    return set(names)
+
+
+def _select(
+    items: list[dict[str, Any]], benchmarks: list[str] | None, keep: set[str]
+) -> list[dict[str, Any]]:
+    """The benchmarks (and lm-eval tasks) that --benchmarks picks, on the models kept."""
+    names = None
+    if benchmarks is not None:
+        known = [t for item in items for kind, body in item.items() for t in _names(kind, body)]
+        names = _named("--benchmarks", benchmarks, list(dict.fromkeys(known)), "task")
+    out = []
+    for item in items:
         ((kind, body),) = item.items()
         body = dict(body or {})
-        if benchmarks and kind == "lm_eval":
-            body["tasks"] = [t for t in body["tasks"] if t in benchmarks]
-            if not body["tasks"]:
+        if body.get("models") is not None:
+            body["models"] = [alias for alias in body["models"] if alias in keep]
+            if not body["models"]:
                 continue
-        elif benchmarks and kind not in benchmarks:
-            continue
-        if limit is not None:
-            body["limit"] = int(limit) if float(limit).is_integer() else limit
-        items.append({kind: body})
-    if not items:
+        if names is not None:
+            if kind == "lm_eval":
+                body["tasks"] = [task for task in body["tasks"] if task in names]
+            if not set(_names(kind, body)) & names:
+                continue
+        out.append({kind: body})
+    if not out:
         raise ConfigError(
-            f"--benchmarks {','.join(benchmarks or [])} matches no benchmark in the suite"
+            "--models and --benchmarks together select nothing: no benchmark of the suite "
+            "runs those models; pick models and tasks that one benchmark has together"
         )
-    update["benchmarks"] = items
-    return suite.model_copy(update=update)
+    return out
+
+
+def _names(kind: str, body: dict[str, Any] | None) -> list[str]:
+    return list((body or {}).get("tasks") or []) if kind == "lm_eval" else [kind]
+
+
+def _limit(limit: float, kinds: set[str]) -> int | float:
+    """--limit: a count of items, or for lm-eval tasks alone a fraction below 1."""
+    shown = f"{limit:g}"
+    if not math.isfinite(limit) or limit <= 0:
+        raise ConfigError(f"--limit {shown} is not a positive number; give a count such as 10")
+    if float(limit).is_integer():
+        return int(limit)
+    if limit > 1:
+        raise ConfigError(
+            f"--limit {shown} is neither a whole count nor a fraction below 1; give 10 or 0.5"
+        )
+    if "elyza_tasks_100" in kinds:
+        raise ConfigError(
+            f"--limit {shown} is a fraction, which lm-eval tasks take but elyza_tasks_100 "
+            "does not (it needs a whole count of tasks); give a count such as 10, "
+            "or pick lm-eval tasks alone with --benchmarks"
+        )
+    return limit
 
 
 def suite_to_yaml(suite: Suite) -> str:

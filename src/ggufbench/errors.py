@@ -10,6 +10,9 @@ the CLI prints it without a traceback and exits with ``exit_code``::
      +-- LedgerError          the run directory or its ledger cannot be used
      +-- BackendError         a backend failed to answer (exit 1: the run went on)
           +-- BackendTimeout  a request took longer than its timeout
+
+A suite key that is read but has no effect is not an error: it is a
+``SuiteWarning`` (a ``UserWarning``), which the CLI prints on stderr.
 """
 
 from __future__ import annotations
@@ -45,3 +48,7 @@ class BackendError(GgufbenchError):
 
 class BackendTimeout(BackendError):
     """A backend request took longer than its timeout."""
+
+
+class SuiteWarning(UserWarning):
+    """A key of a suite file is read but ignored (it has no place in a suite)."""

@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 
 from ggufbench.config import apply_overrides, load_suite, normalize_runner, parse_suite
-from ggufbench.errors import ConfigError
+from ggufbench.errors import ConfigError, SuiteWarning
 from ggufbench.plan import plan
 
 SUITE = """
@@ -100,7 +100,11 @@ def test_legacy_json_shape(tmp_path):
             {"alias": "q4", "gguf_path": "m/q4.gguf", "tasks": ["gsm8k"], "limit": 50},
         ]
     }
-    suite = load_suite(write(tmp_path, json.dumps(legacy), "legacy.json"))
+    with pytest.warns(SuiteWarning) as caught:
+        suite = load_suite(write(tmp_path, json.dumps(legacy), "legacy.json"))
+    said = [str(w.message) for w in caught]
+    assert any("batch_size is ignored (set for q8)" in s for s in said)
+    assert any("ollama_name is ignored (set for q8)" in s for s in said)
     assert [m.alias for m in suite.models] == ["q8", "q4"]
     assert suite.models[0].n_gpu_layers == 10
     assert suite.models[0].path == tmp_path / "m/q8.gguf"
@@ -124,6 +128,81 @@ def test_overrides(tmp_path):
     assert plan(small)[0].spec["benchmark"]["limit"] == 2
     with pytest.raises(ConfigError, match="did you mean 'a'"):
         apply_overrides(suite, models=["aa"])
+
+
+MIXED = """
+models:
+  - {alias: a, path: a.gguf}
+  - {alias: b, path: b.gguf}
+benchmarks:
+  - lm_eval: {tasks: [hellaswag, gsm8k], limit: 5}
+  - elyza_tasks_100: {limit: 3, models: [b]}
+"""
+
+
+@pytest.mark.parametrize(
+    ("options", "said"),
+    [
+        ({"limit": 0.5}, "--limit 0.5 is a fraction, which lm-eval tasks take but elyza"),
+        ({"limit": -1.0}, "--limit -1 is not a positive number"),
+        ({"limit": 0.0}, "--limit 0 is not a positive number"),
+        ({"limit": float("nan")}, "--limit nan is not a positive number"),
+        ({"limit": float("inf")}, "--limit inf is not a positive number"),
+        ({"limit": 2.5}, "--limit 2.5 is neither a whole count nor a fraction below 1"),
+        ({"models": []}, "--models names no model alias"),
+        ({"benchmarks": []}, "--benchmarks names no task"),
+        ({"benchmarks": ["gsm8"]}, "--benchmarks names 'gsm8', which is not in the suite; did you"),
+        ({"models": ["a"], "benchmarks": ["elyza_tasks_100"]}, "together select nothing"),
+    ],
+)
+def test_bad_overrides_are_sentences(tmp_path, options, said):
+    suite = load_suite(write(tmp_path, MIXED))
+    with pytest.raises(ConfigError) as caught:
+        apply_overrides(suite, **options)
+    assert said in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_overrides_give_a_validated_suite(tmp_path):
+    suite = load_suite(write(tmp_path, MIXED))
+    fraction = apply_overrides(suite, benchmarks=["gsm8k"], limit=0.5)
+    assert [j.id for j in plan(fraction)] == ["a/gsm8k", "b/gsm8k"]
+    assert plan(fraction)[0].spec["benchmark"]["limit"] == 0.5
+    only_a = apply_overrides(suite, models=["a"], limit=7.0)
+    assert [j.id for j in plan(only_a)] == ["a/hellaswag", "a/gsm8k"]
+    assert plan(only_a)[0].spec["benchmark"]["limit"] == 7
+    assert apply_overrides(suite) == suite
+
+
+def test_suite_files_that_cannot_be_read(tmp_path):
+    with pytest.raises(ConfigError, match="is a folder; give the path of a .yaml suite file"):
+        load_suite(tmp_path)
+    with pytest.raises(ConfigError, match="is not UTF-8 text"):
+        load_suite(_bytes(tmp_path, "name: caf\xe9\n".encode("latin-1")))
+    with pytest.raises(ConfigError, match="is empty; write its models and benchmarks"):
+        load_suite(write(tmp_path, "# nothing yet\n"))
+
+
+@pytest.mark.skipif(not Path("/proc/self/mem").exists(), reason="needs Linux /proc")
+def test_unreadable_suite_file(tmp_path):
+    # /proc/self/mem is a regular file that read() refuses from offset 0, even as root.
+    (tmp_path / "suite.yaml").symlink_to("/proc/self/mem")
+    with pytest.raises(ConfigError, match=r"cannot read the suite file .*suite.yaml \("):
+        load_suite(tmp_path / "suite.yaml")
+
+
+@pytest.mark.parametrize(
+    ("path", "said"), [("~no_such_user_here/a.gguf", "starts with ~"), ('"a\\0b.gguf"', "NUL")]
+)
+def test_paths_that_cannot_be_resolved(tmp_path, path, said):
+    text = f"models: [{{alias: a, path: {path}}}]\nbenchmarks: [lm_eval: {{tasks: [t]}}]\n"
+    with pytest.raises(ConfigError, match=said):
+        load_suite(write(tmp_path, text))
+
+
+def _bytes(tmp_path: Path, data: bytes) -> Path:
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes(data)
+    return path
 
 
 def test_not_a_mapping():

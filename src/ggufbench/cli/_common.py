@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING
+
 from rich.console import Console
+
+if TYPE_CHECKING:
+    from ggufbench.config import Suite
 
 
 def console() -> Console:
@@ -10,6 +17,30 @@ def console() -> Console:
 
 
 def split_list(value: str | None) -> list[str] | None:
-    if not value:
+    """A comma-separated option as a list; None when the option is not given."""
+    if value is None:
         return None
     return [v.strip() for v in value.split(",") if v.strip()]
+
+
+def load_suite(path: Path) -> Suite:
+    """Read a suite file; each key it ignores is printed as a warning on stderr."""
+    from ggufbench import config
+    from ggufbench.errors import SuiteWarning
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", SuiteWarning)
+        suite = config.load_suite(path)
+    for item in caught:
+        if issubclass(item.category, SuiteWarning):
+            warn(str(item.message))
+        else:  # not ours: shown as Python shows it
+            warnings.warn_explicit(item.message, item.category, item.filename, item.lineno)
+    return suite
+
+
+def warn(message: str) -> None:
+    """One sentence on stderr, beside the CLI's errors."""
+    from ggufbench.cli._app import err
+
+    err.print(f"[yellow]warning:[/] {message}", highlight=False, soft_wrap=True)

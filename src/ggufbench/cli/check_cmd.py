@@ -6,14 +6,13 @@ from pathlib import Path
 
 import typer
 
-from ggufbench.cli._common import console
+from ggufbench.cli._common import console, load_suite
 
 
 def register(app: typer.Typer) -> None:
     @app.command()
     def check(suite: Path = typer.Argument(..., help="the suite file")) -> None:
         """Check a suite before running it: files, tasks, datasets, memory."""
-        from ggufbench.config import load_suite
         from ggufbench.orchestrate import preflight
 
         spec = load_suite(suite)

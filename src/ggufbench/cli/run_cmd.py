@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from ggufbench.cli._common import console, split_list
+from ggufbench.cli._common import console, load_suite, split_list
 
 
 def register(app: typer.Typer) -> None:
@@ -23,7 +23,7 @@ def register(app: typer.Typer) -> None:
         limit: float | None = typer.Option(None, "--limit", help="items per task (or a fraction)"),
     ) -> None:
         """Run a suite; an unfinished run of the same suite is resumed."""
-        from ggufbench.config import apply_overrides, load_suite
+        from ggufbench.config import apply_overrides
         from ggufbench.orchestrate import run_suite
 
         spec = apply_overrides(load_suite(suite), split_list(models), split_list(benchmarks), limit)
