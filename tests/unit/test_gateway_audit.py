@@ -1,4 +1,7 @@
-"""The audit log: append-only, hash-chained, verifiable and exportable."""
+"""The audit log: append-only, hash-chained, verifiable and exportable.
+
+Commitments, the key and migrations: ``test_gateway_commit.py``.
+"""
 
 from __future__ import annotations
 
@@ -14,8 +17,18 @@ from typer.testing import CliRunner
 
 from ggufbench.cli import audit_cmd
 from ggufbench.errors import ConfigError
-from ggufbench.gateway import AuditLog, AuditRecord, AuditTampered, export, verify
+from ggufbench.gateway import (
+    AuditLog,
+    AuditRecord,
+    AuditTampered,
+    commitment,
+    export,
+    key_file,
+    verify,
+)
 from ggufbench.gateway._audit import GENESIS
+
+KEY = bytes(range(32))
 
 
 def record(i: int, **changes: object) -> AuditRecord:
@@ -40,17 +53,30 @@ def record(i: int, **changes: object) -> AuditRecord:
         "latency_ms": 12,
     }
     values.update(changes)
+    values.setdefault(
+        "commitment", commitment(KEY, str(values["request_id"]), str(values["thinking_sha256"]))
+    )
     return AuditRecord(**values)  # type: ignore[arg-type]
 
 
-@pytest.fixture
-def db(tmp_path: Path) -> Path:
+def write_key(audit_db: Path) -> None:
+    """The deployment key beside the log, private as ``serve`` makes it."""
+    key_file(audit_db).write_bytes(KEY)
+    key_file(audit_db).chmod(0o600)
+
+
+def four_rows(tmp_path: Path) -> Path:
+    """A log of four honest rows, its key beside it."""
     path = tmp_path / "audit.sqlite"
+    write_key(path)
     log = AuditLog(path)
     for i in range(1, 5):
         assert log.append(record(i)) == i
     log.close()
     return path
+
+
+db = pytest.fixture(name="db")(four_rows)
 
 
 def raw(path: Path) -> sqlite3.Connection:
@@ -59,7 +85,7 @@ def raw(path: Path) -> sqlite3.Connection:
 
 def test_verify_reports_rows_and_head(db: Path) -> None:
     report = verify(db)
-    assert report.rows == 4 and len(report.head) == 64
+    assert report.rows == 4 and len(report.head) == 64 and report.commitments == 4
     assert verify(db, head=report.head) == report
 
 
@@ -114,6 +140,8 @@ def test_export_and_the_documented_recipe(db: Path) -> None:
         # the recipe in docs/gateway.md
         body = {k: v for k, v in row.items() if k != "row_hash"}
         body["sections"] = json.dumps(body["sections"], separators=(",", ":"))
+        if body["commitment"] is None:
+            del body["commitment"]
         text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
         assert row["prev_hash"] == prev
         assert hashlib.sha256(text.encode()).hexdigest() == row["row_hash"]

@@ -2,12 +2,37 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
 import typer
 
 from ggufbench.cli._common import console
+from ggufbench.errors import ConfigError, GgufbenchError
+
+_KEY_ENV_HELP = (
+    "env var with the deployment's commitment key as 64 hex digits "
+    "(default: the key file beside the log, DB.commitment-key)"
+)
+
+
+class NoSuchCommitment(GgufbenchError):
+    """No audit row carries the commitment a client showed."""
+
+    exit_code = 1
+
+
+def _commitment_hex(text: str | None) -> str | None:
+    if text is None:
+        return None
+    value = text.strip().lower()
+    if not re.fullmatch(r"[0-9a-f]{64}", value):
+        raise ConfigError(
+            f"--commitment {text} is not a commitment; give the 64 hex digits of "
+            "thinking_commitment from the response"
+        )
+    return value
 
 
 def register(app: typer.Typer) -> None:
@@ -19,12 +44,20 @@ def register(app: typer.Typer) -> None:
         head: str | None = typer.Option(
             None, help="a head hash recorded earlier; it must still be in the chain"
         ),
+        commitment_key_env: str | None = typer.Option(
+            None, "--commitment-key-env", help=_KEY_ENV_HELP
+        ),
     ) -> None:
-        """Check that the log is intact: append-only triggers, sequence and hash chain."""
+        """Check that the log is intact: triggers, sequence, hash chain and commitments."""
+        from ggufbench.gateway import key_from_env
         from ggufbench.gateway import verify as verify_log
 
-        report = verify_log(db, head=head)
-        message = f"[green]ok[/] {db}: {report.rows} rows intact, head {report.head}"
+        key = key_from_env(commitment_key_env) if commitment_key_env else None
+        report = verify_log(db, head=head, key=key)
+        message = (
+            f"[green]ok[/] {db}: {report.rows} rows intact, "
+            f"{report.commitments} commitments checked, head {report.head}"
+        )
         console().print(message, soft_wrap=True)
 
     @audit.command()
@@ -33,15 +66,21 @@ def register(app: typer.Typer) -> None:
         output: Path | None = typer.Option(
             None, "--output", "-o", help="JSONL file (default: stdout)"
         ),
+        commitment: str | None = typer.Option(
+            None, "--commitment", help="only the row with this thinking_commitment (64 hex)"
+        ),
     ) -> None:
-        """Write every audit row as one JSON line."""
+        """Write every audit row (or the one a client's commitment names) as one JSON line."""
         from ggufbench.gateway import export as export_log
 
+        wanted = _commitment_hex(commitment)
         if output is None:
-            export_log(db, sys.stdout)
-            return
-        with output.open("w", encoding="utf-8") as out:
-            count = export_log(db, out)
-        console().print(f"{count} rows written to {output}")
+            count = export_log(db, sys.stdout, wanted)
+        else:
+            with output.open("w", encoding="utf-8") as out:
+                count = export_log(db, out, wanted)
+            console().print(f"{count} rows written to {output}")
+        if wanted is not None and count == 0:
+            raise NoSuchCommitment(f"no row of the audit log {db} has the commitment {wanted}")
 
     app.add_typer(audit, name="audit")

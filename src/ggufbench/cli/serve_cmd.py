@@ -48,6 +48,12 @@ def register(app: typer.Typer) -> None:
         audit_store_query: bool = typer.Option(
             False, "--audit-store-query", help="store queries in the audit log, not only a hash"
         ),
+        commitment_key_env: str | None = typer.Option(
+            None,
+            "--commitment-key-env",
+            help="env var with the commitment key as 64 hex digits "
+            "(default: a key file beside the audit log, made on first start)",
+        ),
         max_concurrency: int = typer.Option(4, help="generations at once"),
         max_queue: int = typer.Option(64, help="requests that may wait for a slot"),
         queue_timeout: float = typer.Option(60.0, help="seconds a request may wait for a slot"),
@@ -79,6 +85,7 @@ def register(app: typer.Typer) -> None:
             api_key_env=api_key_env,
             audit_db=audit_db,
             audit_store_query=audit_store_query,
+            commitment_key_env=commitment_key_env,
             max_concurrency=max_concurrency,
             max_queue=max_queue,
             queue_timeout_s=queue_timeout,

@@ -2,6 +2,7 @@
 
 ``create_app(settings)`` builds the FastAPI app that ``ggufbench serve`` runs;
 the audit log can be checked with :func:`verify` and dumped with :func:`export`.
+Clients get a keyed :func:`commitment` to the thinking, never its plain hash.
 """
 
 from ggufbench.gateway._app import create_app
@@ -16,6 +17,7 @@ from ggufbench.gateway._audit import (
     verify,
 )
 from ggufbench.gateway._auth import ApiKeys, key_id
+from ggufbench.gateway._commit import commitment, key_file, key_from_env
 from ggufbench.gateway._model import Finish, GenParams, ModelClient, ModelFailed, ModelTimeout
 from ggufbench.gateway._settings import (
     QUAD_SYSTEM_PROMPT,
@@ -39,8 +41,11 @@ __all__ = [
     "ModelFailed",
     "ModelTimeout",
     "VerifyReport",
+    "commitment",
     "create_app",
     "export",
+    "key_file",
+    "key_from_env",
     "key_id",
     "load_settings",
     "row_hash",

@@ -3,7 +3,8 @@
 Routes: ``POST /think`` (SO8T shape), ``POST /v1/chat/completions`` (OpenAI
 shape, streamed or not), ``GET /v1/models`` and ``GET /health``. Every route
 but ``/health`` needs ``Authorization: Bearer KEY``. Errors use OpenAI's JSON
-shape and never carry model output.
+shape and never carry model output. A response that has an audit row carries
+its ``request_id`` and ``thinking_commitment``, never a plain thinking hash.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ggufbench.gateway._audit import AuditLog
 from ggufbench.gateway._auth import ApiKeys
+from ggufbench.gateway._commit import deployment_key
 from ggufbench.gateway._model import GenParams, ModelClient
 from ggufbench.gateway._schemas import ChatRequest, ThinkRequest, chunk, error_body, sse
 from ggufbench.gateway._service import Call, Gateway, GatewayError, Outcome
@@ -41,10 +43,11 @@ def create_app(
     one made here from ``settings`` is closed with the app.
     """
     keys = keys or ApiKeys.from_env(settings.api_key_env)
+    key = deployment_key(settings.audit_db, settings.commitment_key_env)
     owned = model is None
     client = model or _model_from(settings)
     audit = AuditLog(settings.audit_db)
-    gateway = Gateway(settings, client, audit)
+    gateway = Gateway(settings, client, audit, key)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -142,7 +145,10 @@ def _add_error_handlers(app: FastAPI) -> None:
 
 def _gateway_error_body(exc: GatewayError) -> dict[str, Any]:
     kind = "rate_limit_error" if exc.status == 429 else "server_error"
-    return error_body(exc.message, kind, exc.code)
+    body = error_body(exc.message, kind, exc.code)
+    if exc.commitment is not None:  # the request has an audit row
+        body["ggufbench"] = {"request_id": exc.request_id, "thinking_commitment": exc.commitment}
+    return body
 
 
 def _retry_headers(exc: GatewayError) -> dict[str, str]:
@@ -231,13 +237,7 @@ def _add_routes(app: FastAPI, gateway: Gateway, keys: ApiKeys) -> None:
         call = gateway.new_call("/think", key, body.user_id, body.query, params)
         await gateway.admit(call)
         outcome = await gateway.generate(call)
-        return {
-            "request_id": outcome.request_id,
-            "status": outcome.status,
-            "answer": outcome.answer,
-            "internal_reasoning_hash": outcome.parsed.thinking_sha256,
-            "thinking_sections": outcome.thinking_sections(),
-        }
+        return {**_extension(outcome), "answer": outcome.answer}
 
     @app.post("/v1/chat/completions", response_model=None)
     async def chat(
@@ -285,11 +285,11 @@ def _usage(outcome: Outcome) -> dict[str, int] | None:
 
 
 def _extension(outcome: Outcome) -> dict[str, Any]:
+    """What a client may know of a request beyond its answer: never a plain thinking hash."""
     return {
         "request_id": outcome.request_id,
         "status": outcome.status,
-        "internal_reasoning_hash": outcome.parsed.thinking_sha256,
-        "thinking_sections": outcome.thinking_sections(),
+        "thinking_commitment": outcome.commitment,
     }
 
 

@@ -4,7 +4,8 @@
 the model through the thinking parser, writes exactly one audit row whatever
 happens (answered, withheld, failed, cancelled) and only then returns. Failures
 become :class:`GatewayError` with an HTTP status and a fixed sentence: no model
-output is ever part of an error, a log line or an audit row.
+output is ever part of an error, a log line or an audit row. What a client gets
+about the thinking is the row's keyed commitment, never a plain hash.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Literal
 import anyio
 
 from ggufbench.gateway._audit import AuditError, AuditLog, AuditRecord
+from ggufbench.gateway._commit import commitment
 from ggufbench.gateway._limits import Gate, RateLimiter
 from ggufbench.gateway._model import Finish, GenParams, ModelClient, ModelFailed, ModelTimeout
 from ggufbench.gateway._settings import WITHHELD_MESSAGE, GatewaySettings
@@ -30,10 +32,19 @@ log = logging.getLogger("ggufbench.gateway")
 
 
 class GatewayError(Exception):
-    """A request that ends in an HTTP error; ``message`` is safe to show and log."""
+    """A request that ends in an HTTP error; ``message`` is safe to show and log.
+
+    ``commitment`` is the audit row's, or None when no row was written.
+    """
 
     def __init__(
-        self, status: int, code: str, message: str, call: Call, retry_after: int | None = None
+        self,
+        status: int,
+        code: str,
+        message: str,
+        call: Call,
+        retry_after: int | None = None,
+        commitment: str | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
@@ -41,6 +52,7 @@ class GatewayError(Exception):
         self.message = message
         self.request_id = call.request_id
         self.retry_after = retry_after
+        self.commitment = commitment
 
 
 @dataclass(frozen=True)
@@ -66,16 +78,7 @@ class Outcome:
     parsed: Parsed
     finish: Finish
     released: str  # answer text already sent while streaming
-
-    def thinking_sections(self) -> dict[str, str]:
-        """Section name -> sha256; a repeated name gets ``#2``, ``#3``..."""
-        out: dict[str, str] = {}
-        seen: dict[str, int] = {}
-        for section in self.parsed.sections:
-            seen[section.name] = seen.get(section.name, 0) + 1
-            n = seen[section.name]
-            out[section.name if n == 1 else f"{section.name}#{n}"] = section.sha256
-        return out
+    commitment: str  # the audit row's keyed commitment
 
 
 @dataclass
@@ -90,10 +93,13 @@ _EMPTY = Parsed(None, (), EMPTY_SHA256, 0, None)
 
 
 class Gateway:
-    def __init__(self, settings: GatewaySettings, model: ModelClient, audit: AuditLog) -> None:
+    def __init__(
+        self, settings: GatewaySettings, model: ModelClient, audit: AuditLog, key: bytes
+    ) -> None:
         self.settings = settings
         self.model = model
         self.audit = audit
+        self.key = key  # the deployment's commitment key
         self.fmt = settings.thinking_format
         self.limiter = RateLimiter(settings.rate_limit_per_minute)
         limit = min(settings.max_concurrency, model.max_parallel or settings.max_concurrency)
@@ -117,12 +123,13 @@ class Gateway:
         """Take a generation slot, or audit the refusal and raise 429 / 503."""
         wait = self.limiter.retry_after(call.key_id)
         if wait:
-            await self._write(call, "refused", "rate_limited", _EMPTY, _Run())
+            done = await self._write(call, "refused", "rate_limited", _EMPTY, _Run())
             message = f"rate limit reached; retry in {wait} s"
-            raise GatewayError(429, "rate_limit_exceeded", message, call, wait)
+            raise GatewayError(429, "rate_limit_exceeded", message, call, wait, done)
         if not await self.gate.enter():
-            await self._write(call, "refused", "busy", _EMPTY, _Run())
-            raise GatewayError(503, "server_busy", "the gateway is busy; retry later", call, 5)
+            done = await self._write(call, "refused", "busy", _EMPTY, _Run())
+            message = "the gateway is busy; retry later"
+            raise GatewayError(503, "server_busy", message, call, 5, done)
 
     async def generate(
         self,
@@ -136,13 +143,15 @@ class Gateway:
                 with anyio.fail_after(self.settings.request_timeout_s):
                     await self._consume(call, parser, run, on_release)
             except (TimeoutError, ModelTimeout):
-                await self._write(call, "error", "timeout", parser.finish(truncated=True), run)
+                parsed = parser.finish(truncated=True)
+                done = await self._write(call, "error", "timeout", parsed, run)
                 message = "the model did not answer in time"
-                raise GatewayError(504, "timeout", message, call) from None
+                raise GatewayError(504, "timeout", message, call, commitment=done) from None
             except ModelFailed:
-                await self._write(call, "error", "model_error", parser.finish(truncated=True), run)
+                parsed = parser.finish(truncated=True)
+                done = await self._write(call, "error", "model_error", parsed, run)
                 message = "the model failed to answer"
-                raise GatewayError(502, "model_error", message, call) from None
+                raise GatewayError(502, "model_error", message, call, commitment=done) from None
             except BaseException as exc:  # cancelled (client gone) or a bug: audited all the same
                 reason = "internal_error" if isinstance(exc, Exception) else "cancelled"
                 await self._write(call, "error", reason, parser.finish(truncated=True), run)
@@ -178,13 +187,15 @@ class Gateway:
         status: Literal["answered", "withheld"] = (
             "answered" if parsed.answer is not None else "withheld"
         )
-        await self._write(call, status, parsed.withheld_reason, parsed, run)
+        done = await self._write(call, status, parsed.withheld_reason, parsed, run)
         answer = parsed.answer if parsed.answer is not None else WITHHELD_MESSAGE
-        return Outcome(call.request_id, status, answer, parsed, run.finish, "".join(run.released))
+        released = "".join(run.released)
+        return Outcome(call.request_id, status, answer, parsed, run.finish, released, done)
 
     async def _write(
         self, call: Call, status: str, reason: str | None, parsed: Parsed, run: _Run
-    ) -> None:
+    ) -> str:
+        """Append the call's audit row; return its commitment."""
         record = self._record(call, status, reason, parsed, run)
         with anyio.CancelScope(shield=True):
             try:
@@ -194,10 +205,11 @@ class Gateway:
                 message = "the audit log could not be written"
                 raise GatewayError(500, "audit_failed", message, call) from None
         log.info(
-            "request %s %s %s%s in %d ms, thinking %d chars sha256 %s",
+            "request %s %s %s%s in %d ms, thinking %d chars, commitment %s",
             call.request_id, call.route, status, f" ({reason})" if reason else "",
-            record.latency_ms, parsed.thinking_length, parsed.thinking_sha256,
+            record.latency_ms, parsed.thinking_length, record.commitment,
         )  # fmt: skip
+        return record.commitment
 
     def _record(
         self, call: Call, status: str, reason: str | None, parsed: Parsed, run: _Run
@@ -230,4 +242,5 @@ class Gateway:
             query_sha256=call.query_sha256,
             query=call.query,
             latency_ms=round((time.perf_counter() - call.started) * 1000),
+            commitment=commitment(self.key, call.request_id, parsed.thinking_sha256),
         )

@@ -43,6 +43,9 @@ class GatewaySettings(BaseModel):
     api_key_env: str = Field("GGUFBENCH_API_KEY", description="env var with the API key(s)")
     audit_db: Path = Field(Path("ggufbench-audit.sqlite"), description="audit log SQLite file")
     audit_store_query: bool = Field(False, description="store queries, not only their sha256")
+    commitment_key_env: str | None = Field(
+        None, description="env var with the commitment key (64 hex); None: a file beside the log"
+    )
     max_concurrency: int = Field(4, ge=1, le=1024, description="generations at once")
     max_queue: int = Field(64, ge=0, le=100_000, description="requests waiting for a slot")
     queue_timeout_s: float = Field(60.0, gt=0, le=3600)
