@@ -25,7 +25,10 @@ import threading
 import time
 import traceback
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ggufbench.ledger import Ledger
 
 ERROR_PREFIX = "ggufbench-error: "
 EXIT_USER_ERROR = 3
@@ -122,6 +125,7 @@ def run_job(
 
     ledger = Ledger(run_dir / "ledger.sqlite")
     job = ledger.job(job_id)
+    _record_place(ledger, owner, job_id, job.attempts, job.spec["model"])
     backend = make_backend(job.spec["model"], threads)
     try:
         cached = CachedBackend(backend, ledger, owner, job_id, Timing(fixed_s=timeout))
@@ -142,6 +146,23 @@ def run_job(
     finally:
         backend.close()
         ledger.close()
+
+
+def _record_place(
+    ledger: Ledger, owner: str, job_id: str, attempt: int, model: dict[str, Any]
+) -> None:
+    """Write where this attempt runs into the ledger (run.json's ``attempts``) and its log."""
+    from ggufbench.build_info import attempt_place
+
+    place = attempt_place(model)
+    ledger.record_place(owner, job_id, attempt, place)
+    visible = place["cuda_visible_devices"]
+    print(
+        f"attempt {attempt} of {job_id} on {place['host']}, pid {place['pid']},"
+        f" device: {place['device']}"
+        + ("" if visible is None else f", CUDA_VISIBLE_DEVICES={visible}"),
+        flush=True,
+    )
 
 
 def preload() -> str:

@@ -6,6 +6,7 @@ from ggufbench.backends._base import BackendInfo
 from ggufbench.cache_key import cache_key
 from ggufbench.errors import LedgerError
 from ggufbench.ledger import MIGRATIONS, JobRow, Ledger, NotOwner, migrate
+from ggufbench.ledger._migrations import m001_initial
 
 
 def test_migrations_on_blank_database(tmp_path):
@@ -15,6 +16,56 @@ def test_migrations_on_blank_database(tmp_path):
     tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     assert {"meta", "jobs", "attempts", "cache"} <= tables
     assert db.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
+
+
+ATTEMPT_PLACE = ("host", "device", "cuda_visible_devices")
+
+
+def attempt_columns(db: sqlite3.Connection) -> set[str]:
+    return {row[1] for row in db.execute("PRAGMA table_info(attempts)")}
+
+
+def test_blank_database_has_where_attempts_ran(tmp_path):
+    db = sqlite3.connect(tmp_path / "x.sqlite")
+    migrate(db)
+    assert set(ATTEMPT_PLACE) <= attempt_columns(db)
+
+
+def test_an_m001_ledger_is_migrated_keeping_its_rows(tmp_path):
+    path = tmp_path / "ledger.sqlite"
+    db = sqlite3.connect(path)
+    m001_initial(db)
+    db.execute("PRAGMA user_version = 1")
+    db.execute(
+        "INSERT INTO jobs(id, model, benchmark, kind, spec, attempts)"
+        " VALUES ('m/t', 'm', 't', 'x', '{}', 1)"
+    )
+    db.execute(
+        "INSERT INTO attempts(job_id, n, owner, pid, started, status)"
+        " VALUES ('m/t', 1, 'o', 42, 1.0, 'done')"
+    )
+    db.commit()
+    assert not set(ATTEMPT_PLACE) & attempt_columns(db)
+    db.close()
+    ledger = Ledger(path)
+    assert ledger.db.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
+    (old,) = ledger.attempts("m/t")
+    assert (old["pid"], old["status"], old["host"], old["device"]) == (42, "done", None, None)
+    owner = ledger.claim()
+    assert ledger.start_attempt("m/t", owner, "log") == 2
+    place = {"host": "h", "pid": 7, "device": "CUDA0 NVIDIA H200", "cuda_visible_devices": "1"}
+    ledger.record_place(owner, "m/t", 2, place)
+    new = ledger.attempts("m/t")[1]
+    assert {k: new[k] for k in place} == place
+
+
+def test_a_migration_cut_short_completes(tmp_path):
+    db = sqlite3.connect(tmp_path / "x.sqlite")
+    m001_initial(db)
+    db.execute("ALTER TABLE attempts ADD COLUMN host TEXT")  # m002 stopped after one column
+    db.execute("PRAGMA user_version = 1")
+    assert migrate(db) == len(MIGRATIONS)
+    assert set(ATTEMPT_PLACE) <= attempt_columns(db)
 
 
 def test_newer_schema_is_refused(tmp_path):
@@ -48,6 +99,9 @@ def test_owner_guard_stops_orphans(tmp_path):
         first.progress(old, "m/t", 1, 2, None)
     with pytest.raises(NotOwner):
         first.finish_job(old, "m/t", {"metrics": {}})
+    place = {"host": "h", "pid": 1, "device": "cpu", "cuda_visible_devices": None}
+    with pytest.raises(NotOwner):
+        first.record_place(old, "m/t", 1, place)
     assert second.cache_get(["k1", "k2"]) == {"k1": {"b": 2}}
 
 

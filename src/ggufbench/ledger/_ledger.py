@@ -20,6 +20,21 @@ from typing import Any
 from ggufbench.errors import LedgerError
 from ggufbench.ledger._migrations import migrate
 
+ATTEMPT_COLUMNS = (
+    "job_id",
+    "n",
+    "owner",
+    "pid",
+    "started",
+    "ended",
+    "status",
+    "error",
+    "log",
+    "host",
+    "device",
+    "cuda_visible_devices",
+)
+
 
 class NotOwner(LedgerError):
     """Another process now drives this run; this one must stop writing."""
@@ -171,6 +186,25 @@ class Ledger:
     def set_attempt_pid(self, job_id: str, n: int, pid: int) -> None:
         self.db.execute("UPDATE attempts SET pid=? WHERE job_id=? AND n=?", (pid, job_id, n))
 
+    def record_place(self, owner: str, job_id: str, n: int, place: dict[str, Any]) -> None:
+        """Where attempt ``n`` runs, as its worker sees it: host, pid, device,
+        cuda_visible_devices (:func:`ggufbench.build_info.attempt_place`)."""
+        with self.db:
+            self.db.execute("BEGIN IMMEDIATE")
+            self._guard(owner)
+            self.db.execute(
+                "UPDATE attempts SET host=?, pid=?, device=?, cuda_visible_devices=?"
+                " WHERE job_id=? AND n=?",
+                (
+                    place["host"],
+                    place["pid"],
+                    place["device"],
+                    place["cuda_visible_devices"],
+                    job_id,
+                    n,
+                ),
+            )
+
     def end_attempt(self, job_id: str, n: int, status: str, error: str | None = None) -> None:
         self.db.execute(
             "UPDATE attempts SET ended=?, status=?, error=? WHERE job_id=? AND n=?",
@@ -178,11 +212,11 @@ class Ledger:
         )
 
     def attempts(self, job_id: str | None = None) -> list[dict[str, Any]]:
-        sql = "SELECT job_id, n, owner, pid, started, ended, status, error, log FROM attempts"
+        keys = ATTEMPT_COLUMNS
+        sql = f"SELECT {', '.join(keys)} FROM attempts"
         args: tuple[Any, ...] = ()
         if job_id:
             sql, args = sql + " WHERE job_id=?", (job_id,)
-        keys = ("job_id", "n", "owner", "pid", "started", "ended", "status", "error", "log")
         return [
             dict(zip(keys, row, strict=True)) for row in self.db.execute(sql + " ORDER BY id", args)
         ]

@@ -54,7 +54,19 @@ def m001_initial(db: sqlite3.Connection) -> None:
     )
 
 
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [m001_initial]
+def m002_attempt_place(db: sqlite3.Connection) -> None:
+    """Where each attempt ran: the worker's host and device, and CUDA_VISIBLE_DEVICES.
+
+    Adds only the columns still missing, so a migration cut short by a crash
+    completes on the next open.
+    """
+    have = {row[1] for row in db.execute("PRAGMA table_info(attempts)")}
+    for column in ("host", "device", "cuda_visible_devices"):
+        if column not in have:
+            db.execute(f"ALTER TABLE attempts ADD COLUMN {column} TEXT")
+
+
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [m001_initial, m002_attempt_place]
 
 
 def migrate(db: sqlite3.Connection) -> int:
