@@ -26,7 +26,10 @@ def tasks_dir() -> Path:
 def ggufbench(
     *args: str, cwd: Path | None = None, timeout: float = 600, **popen: object
 ) -> subprocess.CompletedProcess[str]:
-    """Run the real command line, as a user would."""
+    """Run the real command line, as a user would.
+
+    It gets this moment's environment, so the test's own GGUFBENCH_CACHE too.
+    """
     env = dict(os.environ, COLUMNS="200", HF_DATASETS_OFFLINE="1", HF_HUB_OFFLINE="1")
     return subprocess.run(
         [sys.executable, "-m", "ggufbench", *args],

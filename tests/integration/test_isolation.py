@@ -7,8 +7,9 @@ import subprocess
 import sys
 import time
 
-from conftest import suite_text
 from test_resume import cached_answers, worker_pids
+
+from conftest import suite_text
 
 
 def test_a_dead_worker_fails_only_its_job(tmp_path, smollm2, tasks_dir):

@@ -4,43 +4,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from conftest import ggufbench
 from ggufbench.errors import ModelFileError
 from ggufbench.footprint import footprint
 from ggufbench.gguf_file import sha256_of, validate
 from ggufbench.testmodels import derived_path, gemma_path, smollm2_path
-
-SRC = Path(__file__).resolve().parents[2] / "src"
-
-
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("ggufbench-cache")
-
-
-@pytest.fixture(autouse=True)
-def _private_cache(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("GGUFBENCH_CACHE", str(cache))
-
-
-def ggufbench(*args: str, cache: Path) -> subprocess.CompletedProcess[str]:
-    """Run the command in a fresh interpreter, as a user would."""
-    env = {**os.environ, "GGUFBENCH_CACHE": str(cache), "COLUMNS": "200"}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(SRC), env.get("PYTHONPATH")]))
-    return subprocess.run(
-        [sys.executable, "-m", "ggufbench", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-        check=False,
-    )
 
 
 def test_smollm2_metadata() -> None:
@@ -54,9 +26,9 @@ def test_smollm2_metadata() -> None:
     assert footprint(info, 2048).kv_cache == 45 * 2**20
 
 
-def test_inspect_json_through_the_command(cache: Path) -> None:
+def test_inspect_json_through_the_command() -> None:
     model = smollm2_path()
-    result = ggufbench("inspect", str(model), "--json", cache=cache)
+    result = ggufbench("inspect", str(model), "--json", timeout=120)
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
     assert data["architecture"] == "llama" and data["quant"] == "Q4_1"
@@ -66,14 +38,14 @@ def test_inspect_json_through_the_command(cache: Path) -> None:
     assert data["sha256"] == sha256_of(model)
 
 
-def test_inspect_table_through_the_command(cache: Path) -> None:
-    result = ggufbench("inspect", str(smollm2_path()), cache=cache)
+def test_inspect_table_through_the_command() -> None:
+    result = ggufbench("inspect", str(smollm2_path()), timeout=120)
     assert result.returncode == 0, result.stderr
     for text in ("llama", "Q4_1", "134.5 M", "5.74", "8,192", "chat template", "sha256"):
         assert text in result.stdout
 
 
-def test_inspect_bad_files_exit_2_with_one_sentence(tmp_path: Path, cache: Path) -> None:
+def test_inspect_bad_files_exit_2_with_one_sentence(tmp_path: Path) -> None:
     model = smollm2_path()
     half = tmp_path / "half.gguf"
     with model.open("rb") as src:
@@ -86,7 +58,7 @@ def test_inspect_bad_files_exit_2_with_one_sentence(tmp_path: Path, cache: Path)
         tmp_path / "missing.gguf": "does not exist",
     }
     for path, expected in cases.items():
-        result = ggufbench("inspect", str(path), cache=cache)
+        result = ggufbench("inspect", str(path), timeout=120)
         assert result.returncode == 2, result.stdout
         message = " ".join(result.stderr.split())
         assert expected in message and "Traceback" not in result.stderr
