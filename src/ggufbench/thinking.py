@@ -51,6 +51,11 @@ sha256 of the empty string. Lengths count characters (code points);
 ``thinking_length`` is the sum of the section lengths, without the joining
 newlines.
 
+Stop strings (a task's ``until``) count only in the answer: see
+:class:`AnswerCut`. An output cut at a stop string there is complete (an open
+``<final>`` ends at the cut), so ``parse(text, fmt, stops=...)`` scores it even
+when the token limit ended the generation later.
+
 The parser runs in linear time. :class:`StreamParser` takes the output in
 chunks of any size; it keeps back only text it cannot classify yet (a possible
 partial tag, and the text before the first tag, which a forced-open closer
@@ -61,6 +66,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
 from typing import Literal
@@ -69,12 +75,14 @@ from ggufbench.errors import ConfigError
 
 __all__ = [
     "EMPTY_SHA256",
+    "AnswerCut",
     "MAX_TAG_CHARS",
     "WITHHELD_REASONS",
     "Parsed",
     "Section",
     "StreamParser",
     "ThinkingFormat",
+    "answer_cut",
     "parse",
     "thinking_format",
 ]
@@ -111,13 +119,15 @@ class Section:
 
 @dataclass(frozen=True)
 class Parsed:
-    """The outcome of parsing one output. ``withheld_reason`` is None when answered."""
+    """The outcome of parsing one output. ``withheld_reason`` is None when answered;
+    ``at_stop`` when the output was cut at a stop string in its answer."""
 
     answer: str | None
     sections: tuple[Section, ...]
     thinking_sha256: str
     thinking_length: int
     withheld_reason: str | None
+    at_stop: bool = False
 
 
 @dataclass(frozen=True)
@@ -203,15 +213,22 @@ class StreamParser:
     ``think`` style nothing before ``finish`` (a later tag or a truncation can
     still withhold it). What ``feed`` returned, joined, is either empty or
     exactly ``finish().answer``.
+
+    ``answer_spans`` are the [start, end) offsets in the output of the text
+    classified so far as answer, from its first non-whitespace character (for
+    ``quad`` also the text after ``</final>`` outside thinking): where stop
+    strings count (:class:`AnswerCut`).
     """
 
     def __init__(self, fmt: ThinkingFormat) -> None:
         self._fmt = fmt
         self._pending = ""  # unscanned tail: a possible partial tag
+        self._base = 0  # offset in the output of the pending tail
         self._state = _State.PRELUDE
         self._prelude: list[str] = []
         self._answer: list[str] = []
-        self._answer_began = False  # think style: non-whitespace after leading sections
+        self._answer_from: int | None = None  # offset of the answer's first non-whitespace
+        self.answer_spans: list[list[int]] = []
         self._tag_after_answer = False
         self._final_done = False
         self._released = False
@@ -229,53 +246,57 @@ class StreamParser:
             raise RuntimeError("StreamParser.feed called after finish")
         if self._fmt.style == "none":
             self._answer.append(chunk)
+            self._mark(chunk, self._base, skip_space=False)
+            self._base += len(chunk)
             return chunk
         self._pending += chunk
         self._scan(final=False)
         return self._release()
 
-    def finish(self, truncated: bool = False) -> Parsed:
-        """End of output; ``truncated`` when the token limit stopped it."""
+    def finish(self, truncated: bool = False, at_stop: bool = False) -> Parsed:
+        """End of output; ``truncated`` when the token limit stopped it, ``at_stop``
+        when it was cut at a stop string in the answer (an open final ends there)."""
         if self._finished:
             raise RuntimeError("StreamParser.finish called twice")
         self._finished = True
         if self._fmt.style == "none":
-            return Parsed("".join(self._answer), (), EMPTY_SHA256, 0, None)
+            return Parsed("".join(self._answer), (), EMPTY_SHA256, 0, None, at_stop)
         self._scan(final=True)
         if self._state is _State.PRELUDE:
             self._leave_prelude()
         if self._state is _State.SECTION:
             self._close_section(closed=False)
-        answer, reason = self._decide(truncated)
-        return Parsed(
-            answer, tuple(self._sections), self._whole_hash.hexdigest(), self._whole_len, reason
-        )
+        answer, reason = self._decide(truncated and not at_stop, at_stop)
+        sections, whole = tuple(self._sections), self._whole_hash.hexdigest()
+        return Parsed(answer, sections, whole, self._whole_len, reason, at_stop)
 
     # scanning -------------------------------------------------------------
 
     def _scan(self, final: bool) -> None:
-        buf, i, n = self._pending, 0, len(self._pending)
+        buf, i, n, base = self._pending, 0, len(self._pending), self._base
         while i < n:
             j = buf.find("<", i)
             if j < 0:
-                self._text(buf[i:])
+                self._text(buf[i:], base + i)
                 i = n
                 break
             if j > i:
-                self._text(buf[i:j])
+                self._text(buf[i:j], base + i)
             match = _TAG.match(buf, j, min(n, j + MAX_TAG_CHARS))
             if match is not None:
-                self._tag(match)
+                self._tag(match, base + j)
                 i = match.end()
             elif not final and n - j < MAX_TAG_CHARS and _TAG_PREFIX.fullmatch(buf, j):
                 i = j
                 break
             else:
-                self._text("<")
+                self._text("<", base + j)
                 i = j + 1
         self._pending = buf[i:]
+        self._base = base + i
 
-    def _text(self, text: str) -> None:
+    def _text(self, text: str, at: int) -> None:
+        """Classify ``text``, which starts at offset ``at`` of the output."""
         state = self._state
         if state is _State.SECTION:
             data = text.encode("utf-8", "surrogatepass")
@@ -285,15 +306,31 @@ class StreamParser:
             self._whole_len += len(text)
         elif state is _State.PRELUDE:
             self._prelude.append(text)
-        elif state is _State.FINAL:
+        elif state is _State.FINAL or (state is _State.OUTSIDE and self._fmt.style == "think"):
             self._answer.append(text)
-        elif state is _State.OUTSIDE and self._fmt.style == "think":
-            self._answer.append(text)
-            if not self._answer_began and text.strip():
-                self._answer_began = True
-        # OUTSIDE with an answer tag, and AFTER: neither thinking nor answer
+            self._mark(text, at, skip_space=True)
+        elif state is _State.AFTER:  # neither thinking nor answer, but the answer is done
+            self._mark(text, at, skip_space=False)
+        # OUTSIDE with an answer tag: neither thinking nor answer
 
-    def _tag(self, match: re.Match[str]) -> None:
+    def _mark(self, text: str, at: int, skip_space: bool) -> None:
+        """Record ``text`` at ``at`` in ``answer_spans`` (from the answer's first
+        non-whitespace character when ``skip_space``)."""
+        if skip_space and self._answer_from is None:
+            rest = text.lstrip()
+            if not rest:
+                return
+            at += len(text) - len(rest)
+            text, self._answer_from = rest, at
+        if not text:
+            return
+        spans = self.answer_spans
+        if spans and spans[-1][1] == at:
+            spans[-1][1] = at + len(text)
+        else:
+            spans.append([at, at + len(text)])
+
+    def _tag(self, match: re.Match[str], at: int) -> None:
         closing, name = match.group(1) == "/", match.group(2).lower()
         state, fmt = self._state, self._fmt
         if state is _State.PRELUDE and fmt.is_tag(name):
@@ -302,26 +339,27 @@ class StreamParser:
                 return
             self._leave_prelude()
             state = self._state
+        raw = match.group(0)
         if state is _State.SECTION:
             if closing and name == self._name:
                 self._close_section(closed=True)
             else:
-                self._text(match.group(0))
+                self._text(raw, at)
         elif state is _State.FINAL:
             if closing and name == ANSWER_TAG:
                 self._final_done = True
                 self._state = _State.AFTER
             else:
-                self._text(match.group(0))
+                self._text(raw, at)
         elif state is _State.PRELUDE:
-            self._text(match.group(0))
+            self._text(raw, at)
         else:
-            self._outside_tag(closing, name, match.group(0))
+            self._outside_tag(closing, name, raw, at)
 
-    def _outside_tag(self, closing: bool, name: str, raw: str) -> None:
+    def _outside_tag(self, closing: bool, name: str, raw: str, at: int) -> None:
         fmt = self._fmt
         if fmt.is_thinking(name):
-            if fmt.style == "think" and (closing or self._answer_began):
+            if fmt.style == "think" and (closing or self._answer_from is not None):
                 self._tag_after_answer = True
             if not closing:
                 self._open_section(name)
@@ -330,19 +368,19 @@ class StreamParser:
             if self._state is _State.OUTSIDE:
                 self._state = _State.FINAL
                 return
-        self._text(raw)
+        self._text(raw, at)
 
     # sections -------------------------------------------------------------
 
     def _leave_prelude(self) -> None:
         self._state = _State.OUTSIDE
         text, self._prelude = "".join(self._prelude), []
-        self._text(text)
+        self._text(text, 0)  # the prelude is the output from its start
 
     def _forced_open(self, name: str) -> None:
         text, self._prelude = "".join(self._prelude), []
         self._open_section(name)
-        self._text(text)
+        self._text(text, 0)
         self._close_section(closed=True)
 
     def _open_section(self, name: str) -> None:
@@ -366,10 +404,10 @@ class StreamParser:
             return "".join(self._answer).strip()
         return ""
 
-    def _decide(self, truncated: bool) -> tuple[str | None, str | None]:
+    def _decide(self, truncated: bool, at_stop: bool) -> tuple[str | None, str | None]:
         unclosed = bool(self._sections) and not self._sections[-1].closed
         if self._fmt.style == "final":
-            if self._final_done:
+            if self._final_done or (at_stop and self._state is _State.FINAL):
                 answer = "".join(self._answer).strip()
                 return (answer, None) if answer else (None, "empty_answer")
             if truncated:
@@ -387,8 +425,83 @@ class StreamParser:
         return (answer, None) if answer else (None, "empty_answer")
 
 
-def parse(text: str, fmt: ThinkingFormat, *, truncated: bool = False) -> Parsed:
-    """Parse a whole output at once (the same parser as :class:`StreamParser`)."""
+class AnswerCut:
+    """Where a stop string ends an output: only in its answer, never in its thinking.
+
+    A stop string counts where it lies wholly in answer text
+    (``StreamParser.answer_spans``): with ``think`` the text after the leading
+    sections, from its first non-whitespace character; with an answer tag
+    (``quad``) the text of ``<final>`` from its first non-whitespace character,
+    and the text after ``</final>`` outside thinking; with ``none`` anywhere.
+    Text before the first tag could still become thinking (rule 5), so a stop
+    string there counts once a tag shows it is not, or once the model ended
+    the output itself (:meth:`finish`). Feed the output as it is generated;
+    ``at`` is the offset of the first stop string that counts, once known.
+    """
+
+    def __init__(self, fmt: ThinkingFormat, stops: Sequence[str]) -> None:
+        self._parser = StreamParser(fmt)
+        self._stops = tuple(s for s in stops if s)
+        self._longest = max((len(s) for s in self._stops), default=0)
+        self._text = ""
+        self._span = 0  # answer spans before this one were searched in full
+        self._searched_to = 0  # offset up to which that span was searched
+        self.at: int | None = None
+
+    def feed(self, chunk: str) -> int | None:
+        """Take the next piece of output; return the cut offset once a stop counts."""
+        if self.at is None and self._stops:
+            self._text += chunk
+            self._parser.feed(chunk)
+            self.at = self._search()
+        return self.at
+
+    def finish(self) -> int | None:
+        """The model ended the output (not the token limit): decide the rest."""
+        if self.at is None and self._stops:
+            self._parser.finish()
+            self.at = self._search()
+        return self.at
+
+    def _search(self) -> int | None:
+        spans, text = self._parser.answer_spans, self._text
+        for k in range(self._span, len(spans)):
+            start, end = spans[k]
+            if k == self._span:
+                start = max(start, self._searched_to - self._longest + 1)
+            found = [i for s in self._stops if (i := text.find(s, start, end)) >= 0]
+            if found:
+                return min(found)
+            self._span, self._searched_to = k, end
+        return None
+
+
+def answer_cut(
+    text: str, fmt: ThinkingFormat, stops: Sequence[str], *, ended: bool = False
+) -> int | None:
+    """The offset where the first stop string in the answer cuts ``text``, or None.
+
+    ``ended``: ``text`` is the whole output and the model ended it itself
+    (not the token limit); otherwise it is the output so far (:class:`AnswerCut`).
+    """
+    cut = AnswerCut(fmt, stops)
+    at = cut.feed(text)
+    return cut.finish() if at is None and ended else at
+
+
+def parse(
+    text: str, fmt: ThinkingFormat, *, truncated: bool = False, stops: Sequence[str] = ()
+) -> Parsed:
+    """Parse a whole output at once (the same parser as :class:`StreamParser`).
+
+    With ``stops`` the output ends at the first stop string in its answer
+    (:func:`answer_cut`), and an answer cut there is complete, even when the
+    token limit ended the generation after it.
+    """
+    cut = answer_cut(text, fmt, stops, ended=not truncated) if stops else None
     parser = StreamParser(fmt)
-    parser.feed(text)
-    return parser.finish(truncated=truncated)
+    if cut is None:
+        parser.feed(text)
+        return parser.finish(truncated=truncated)
+    parser.feed(text[:cut])
+    return parser.finish(at_stop=True)

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
 from ggufbench.errors import BackendError
+from ggufbench.thinking import ThinkingFormat
 
 
 class NotSupported(BackendError):
@@ -43,6 +44,8 @@ class GenRequest:
 
     ``messages`` (chat form) is used by backends that template themselves
     (HTTP chat APIs); in-process backends render it with the model's template.
+    ``stop`` strings end the generation, and the text is cut before the first
+    (lm-eval's ``until``); for a thinking model see :class:`AnswerStopBackend`.
     """
 
     prompt: str = ""
@@ -88,6 +91,24 @@ class Backend(Protocol):
 
     def loglikelihood_rolling(self, texts: Sequence[str]) -> list[float]: ...
 
-    def apply_chat_template(self, messages: Sequence[tuple[str, str]]) -> str: ...
+    def apply_chat_template(
+        self, messages: Sequence[tuple[str, str]], add_generation_prompt: bool = True
+    ) -> str: ...
 
     def close(self) -> None: ...
+
+
+class AnswerStopBackend(Backend, Protocol):
+    """A backend that ends a thinking model's generation at a stop string in its answer.
+
+    ``generate(requests, thinking=fmt)``: the model thinks in ``fmt``, so a
+    request's stop strings end the generation only where they lie in the
+    answer (:class:`ggufbench.thinking.AnswerCut`; in the in-process engine
+    and by closing an HTTP stream), and the text comes back whole, thinking
+    and stop string included, for the caller to parse by the same rule.
+    Without ``thinking`` it is the plain ``generate``.
+    """
+
+    def generate(
+        self, requests: Sequence[GenRequest], thinking: ThinkingFormat | None = None
+    ) -> list[GenResult]: ...

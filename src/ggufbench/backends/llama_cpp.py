@@ -42,6 +42,7 @@ from ggufbench.engine import (
     score,
 )
 from ggufbench.errors import BackendError
+from ggufbench.thinking import ThinkingFormat
 
 __all__ = ["GENERATION_WIDTH_LIMIT", "LlamaCppBackend"]
 
@@ -230,18 +231,54 @@ class LlamaCppBackend:
         return [out[i] for i in range(len(texts))]
 
     # -- generation ---------------------------------------------------------------
-    def apply_chat_template(self, messages: Sequence[tuple[str, str]]) -> str:
+    def apply_chat_template(
+        self, messages: Sequence[tuple[str, str]], add_generation_prompt: bool = True
+    ) -> str:
+        """The chat as the model's template renders it, ending where the model starts.
+
+        ``add_generation_prompt``: end with the template's assistant opening.
+        Without it the last message (an assistant turn that lm-eval opens with
+        a task's ``gen_prefix``) is continued: the text ends right after it.
+        """
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
         if not self.chat_template:
             raise BackendError(
                 f"{self.path.name} has no chat template; set chat_template for this model"
             )
-        formatter = Jinja2ChatFormatter(self.chat_template, self._eos_text, self._bos_text)
+        formatter = Jinja2ChatFormatter(
+            self.chat_template,
+            self._eos_text,
+            self._bos_text,
+            add_generation_prompt=add_generation_prompt,
+        )
         msgs: Any = [{"role": role, "content": content} for role, content in messages]
-        return formatter(messages=msgs).prompt
+        prompt = formatter(messages=msgs).prompt
+        if add_generation_prompt or not messages:
+            return prompt
+        return self._continue_final(prompt, messages[-1][1])
 
-    def _job(self, request: GenRequest) -> GenJob:
+    def _continue_final(self, prompt: str, final: str) -> str:
+        """Cut the rendered chat right after its last message's text.
+
+        The same rule as Hugging Face's ``continue_final_message`` (which
+        lm-eval's HF model uses), written out because transformers is not a
+        dependency: the last occurrence of the stripped message, keeping its
+        trailing whitespace where the template kept it.
+        """
+        core = final.strip()
+        if core not in prompt:
+            raise BackendError(
+                f"the chat template of {self.path.name} drops the text of the last message, "
+                "so the answer cannot continue it; set a chat_template that keeps it"
+            )
+        at = prompt.rindex(core)
+        kept = final.lstrip()
+        if prompt[at : at + len(kept)] == kept:
+            return prompt[: at + len(kept)]
+        return prompt[: at + len(core)]
+
+    def _job(self, request: GenRequest, thinking: ThinkingFormat | None) -> GenJob:
         if request.messages:
             tokens = self.tokenize(self.apply_chat_template(request.messages), add_bos=False)
         else:
@@ -251,21 +288,30 @@ class LlamaCppBackend:
             prompt=tuple(tokens[-room:] or [self.prefix_token]),
             max_new=min(request.max_tokens, self.n_ctx),
             stops=tuple(s for s in request.stop if s),
+            thinking=thinking if thinking is not None and thinking.style != "none" else None,
             temperature=request.temperature,
             top_p=request.top_p,
             seed=request.seed,
         )
 
-    def _events(self, requests: Sequence[GenRequest]) -> Iterator[tuple[int, str | GenDone]]:
-        jobs = [self._job(r) for r in requests]
+    def _events(
+        self, requests: Sequence[GenRequest], thinking: ThinkingFormat | None = None
+    ) -> Iterator[tuple[int, str | GenDone]]:
+        jobs = [self._job(r, thinking) for r in requests]
         width = self.generation_width if len(jobs) > 1 else 1
         yield from generate(
             self.rt, jobs, width=width, shape=self._shape, time_limit_s=self.time_limit_s
         )
 
-    def generate_iter(self, requests: Sequence[GenRequest]) -> Iterator[tuple[int, GenResult]]:
-        """Generate for all requests together; yield (index, result) as each finishes."""
-        for index, event in self._events(requests):
+    def generate_iter(
+        self, requests: Sequence[GenRequest], thinking: ThinkingFormat | None = None
+    ) -> Iterator[tuple[int, GenResult]]:
+        """Generate for all requests together; yield (index, result) as each finishes.
+
+        ``thinking``: stop strings end a generation only in its answer, and its
+        text comes back whole (see ``AnswerStopBackend``).
+        """
+        for index, event in self._events(requests, thinking):
             if isinstance(event, GenDone):
                 self.last_finish_reason = event.finish_reason
                 self.last_n_tokens = event.n_new
@@ -279,8 +325,10 @@ class LlamaCppBackend:
                     ),
                 )
 
-    def generate(self, requests: Sequence[GenRequest]) -> list[GenResult]:
-        out = dict(self.generate_iter(requests))
+    def generate(
+        self, requests: Sequence[GenRequest], thinking: ThinkingFormat | None = None
+    ) -> list[GenResult]:
+        out = dict(self.generate_iter(requests, thinking))
         return [out[i] for i in range(len(requests))]
 
     def stream(self, request: GenRequest) -> Iterator[str]:

@@ -16,6 +16,11 @@ Its limits are explicit:
 - ``retries``: 5xx answers, 429 (honouring ``Retry-After``) and connection
   errors are retried this many times, with exponential backoff.
 
+For a thinking model (``generate(..., thinking=fmt)``) the stop strings are not
+sent: they may occur in the thinking. The generation is streamed instead and
+the stream closed at the first stop string in the answer
+(:class:`~ggufbench.thinking.AnswerCut`), so the server stops generating there.
+
 Errors are one sentence that names the URL and never quotes model output or the
 server's error body (which may echo the prompt).
 """
@@ -26,7 +31,7 @@ import json
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from email.utils import parsedate_to_datetime
@@ -44,6 +49,7 @@ from ggufbench.backends._base import (
     NotSupported,
 )
 from ggufbench.errors import BackendError, BackendTimeout, ConfigError
+from ggufbench.thinking import AnswerCut, ThinkingFormat
 
 __all__ = ["OpenAIBackend"]
 
@@ -115,10 +121,16 @@ class OpenAIBackend:
 
     # -- the backend contract -------------------------------------------------
 
-    def generate(self, requests: Sequence[GenRequest]) -> list[GenResult]:
-        """Answer every request; raise the first failure (in request order)."""
+    def generate(
+        self, requests: Sequence[GenRequest], thinking: ThinkingFormat | None = None
+    ) -> list[GenResult]:
+        """Answer every request; raise the first failure (in request order).
+
+        ``thinking``: stop strings end a generation only in its answer, and its
+        text comes back whole (see ``AnswerStopBackend``).
+        """
         results: list[GenResult] = []
-        for outcome in self.generate_each(requests):
+        for outcome in self.generate_each(requests, thinking=thinking):
             if isinstance(outcome, BackendError):
                 raise outcome
             results.append(outcome)
@@ -128,6 +140,7 @@ class OpenAIBackend:
         self,
         requests: Sequence[GenRequest],
         on_done: Callable[[int, Outcome], None] | None = None,
+        thinking: ThinkingFormat | None = None,
     ) -> list[Outcome]:
         """Answer every request, keeping each failure in its place.
 
@@ -137,7 +150,7 @@ class OpenAIBackend:
 
         def one(index: int) -> Outcome:
             try:
-                outcome: Outcome = self._generate_one(requests[index])
+                outcome: Outcome = self._generate_one(requests[index], thinking)
             except BackendError as exc:
                 outcome = exc
             if on_done is not None:
@@ -157,7 +170,9 @@ class OpenAIBackend:
         chat = bool(request.messages)
         for attempt in range(self.retries + 1):
             try:
-                yield from self._stream_attempt(url, body, chat, deadline)
+                for piece, _ in self._stream_attempt(url, body, chat, deadline):
+                    if piece:
+                        yield piece
                 return
             except _Retryable as retry:
                 self._wait_before_retry(attempt, retry)
@@ -174,7 +189,9 @@ class OpenAIBackend:
             "logprobs; run perplexity tasks with the llama-cpp runner"
         )
 
-    def apply_chat_template(self, messages: Sequence[tuple[str, str]]) -> str:
+    def apply_chat_template(
+        self, messages: Sequence[tuple[str, str]], add_generation_prompt: bool = True
+    ) -> str:
         raise NotSupported(
             f"the OpenAI-compatible server at {self.base_url} applies its chat template "
             "itself; send chat requests as messages"
@@ -196,7 +213,9 @@ class OpenAIBackend:
 
     # -- one request ------------------------------------------------------------
 
-    def _generate_one(self, request: GenRequest) -> GenResult:
+    def _generate_one(self, request: GenRequest, thinking: ThinkingFormat | None) -> GenResult:
+        if thinking is not None and thinking.style != "none" and any(request.stop):
+            return self._generate_to_answer_stop(request, thinking)
         url, body = self._endpoint(request)
         chat = bool(request.messages)
         for attempt in range(self.retries + 1):
@@ -204,6 +223,24 @@ class OpenAIBackend:
                 return self._post_once(url, body, chat)
             except _Retryable as retry:
                 self._wait_before_retry(attempt, retry)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _generate_to_answer_stop(self, request: GenRequest, fmt: ThinkingFormat) -> GenResult:
+        """Stream without the stop strings; close the stream at the first one in the answer.
+
+        ``n_tokens`` counts the pieces read (a token each on llama.cpp's servers).
+        """
+        url, body = self._endpoint(request, send_stop=False)
+        body["stream"] = True
+        deadline = time.monotonic() + self.timeout_s
+        for attempt in range(self.retries + 1):
+            events = self._stream_attempt(url, body, bool(request.messages), deadline)
+            try:
+                return _read_to_answer_stop(events, AnswerCut(fmt, request.stop))
+            except _Retryable as retry:
+                self._wait_before_retry(attempt, retry)
+            finally:
+                events.close()  # closing the response ends the generation on the server
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _post_once(self, url: str, body: dict[str, Any], chat: bool) -> GenResult:
@@ -223,15 +260,15 @@ class OpenAIBackend:
 
     def _stream_attempt(
         self, url: str, body: dict[str, Any], chat: bool, deadline: float
-    ) -> Iterator[str]:
+    ) -> Generator[tuple[str, str | None], None, None]:
         started = False
         try:
             with self._open_stream(url, body) as response:
-                for piece in _sse_pieces(response.iter_lines(), chat, url):
+                for event in _sse_events(response.iter_lines(), chat, url):
                     if time.monotonic() > deadline:
                         raise _timeout(url, self.timeout_s)
                     started = True
-                    yield piece
+                    yield event
         except httpx.HTTPError as exc:
             error = _translate_transport_error(exc, url, self.timeout_s)
             if started and isinstance(error, _Retryable):
@@ -274,7 +311,7 @@ class OpenAIBackend:
         if wait > 0:
             self._sleep(wait)
 
-    def _endpoint(self, request: GenRequest) -> tuple[str, dict[str, Any]]:
+    def _endpoint(self, request: GenRequest, send_stop: bool = True) -> tuple[str, dict[str, Any]]:
         body: dict[str, Any] = {
             "model": self.model,
             "max_tokens": request.max_tokens,
@@ -282,7 +319,7 @@ class OpenAIBackend:
             "top_p": request.top_p,
             "seed": request.seed,
         }
-        if request.stop:
+        if request.stop and send_stop:
             body["stop"] = list(request.stop)
         if request.grammar is not None and self._grammar_ok:
             body["grammar"] = request.grammar
@@ -441,8 +478,24 @@ def _parse_result(data: dict[str, Any], chat: bool, url: str) -> GenResult:
     )
 
 
-def _sse_pieces(lines: Iterator[str], chat: bool, url: str) -> Iterator[str]:
-    """Text pieces from a server-sent-events completion stream, up to ``[DONE]``."""
+def _read_to_answer_stop(events: Iterator[tuple[str, str | None]], cut: AnswerCut) -> GenResult:
+    """Read stream events until a stop string in the answer, or the end of the stream."""
+    pieces: list[str] = []
+    finish: str | None = None
+    for piece, reason in events:
+        pieces.append(piece)
+        finish = reason or finish
+        if cut.feed(piece) is not None:
+            break
+    text, n_tokens = "".join(pieces), sum(1 for p in pieces if p)
+    if cut.at is None and finish == "length":
+        return GenResult(text, "length", 0, n_tokens)
+    return GenResult(text, "stop", 0, n_tokens)
+
+
+def _sse_events(lines: Iterator[str], chat: bool, url: str) -> Iterator[tuple[str, str | None]]:
+    """(text, finish_reason) of each event of a server-sent-events completion stream,
+    up to ``[DONE]``."""
     for line in lines:
         if not line.startswith("data:"):
             continue
@@ -457,6 +510,6 @@ def _sse_pieces(lines: Iterator[str], chat: bool, url: str) -> Iterator[str]:
             raise BackendError(f"{url} sent an error event in the middle of the stream")
         if not isinstance(data, dict) or not data.get("choices"):
             continue
-        piece = _choice_text(_first_choice(data, url), chat, delta=True)
-        if piece:
-            yield piece
+        choice = _first_choice(data, url)
+        reason = choice.get("finish_reason")
+        yield _choice_text(choice, chat, delta=True), reason if isinstance(reason, str) else None

@@ -3,17 +3,19 @@
 It sits between the raw backend and the cache, so the thinking text never
 leaves the worker's memory: what is returned (and cached, and scored, and
 written to samples) is the final answer, or "" when the output has none, plus
-the thinking's sha256 and length from the one thinking parser. A model's stop
-sequences apply to its answer, not to its thinking.
+the thinking's sha256 and length from the one thinking parser. A request's
+stop strings apply to the answer, not to the thinking: the backend below ends
+the generation at the first stop string in the answer
+(:class:`~ggufbench.backends._base.AnswerStopBackend`), and the answer cut
+there is complete, even when the token limit came after it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import replace
 
 from ggufbench.backends._base import (
-    Backend,
+    AnswerStopBackend,
     BackendInfo,
     GenRequest,
     GenResult,
@@ -22,27 +24,24 @@ from ggufbench.backends._base import (
 )
 from ggufbench.thinking import ThinkingFormat, parse
 
-
-def cut_at_stops(text: str, stops: Sequence[str]) -> str:
-    for stop in stops:
-        if stop:
-            text = text.split(stop)[0]
-    return text
+# Part of every cache key of a thinking model: answers cached when stop strings
+# were applied after generation (to the stripped answer) are not served.
+STOP_RULE = "stop strings end the generation in the answer"
 
 
 class ThinkingBackend:
-    def __init__(self, inner: Backend, fmt: ThinkingFormat) -> None:
+    def __init__(self, inner: AnswerStopBackend, fmt: ThinkingFormat) -> None:
         self.inner = inner
         self.fmt = fmt
-        settings = {**inner.info.settings, "thinking": str(fmt)}
+        settings = {**inner.info.settings, "thinking": str(fmt), "stops": STOP_RULE}
         self.info = BackendInfo(inner.info.runner, inner.info.identity, settings)
 
     def generate(self, requests: Sequence[GenRequest]) -> list[GenResult]:
-        raw = self.inner.generate([replace(r, stop=()) for r in requests])
+        raw = self.inner.generate(requests, thinking=self.fmt)
         out = []
         for request, result in zip(requests, raw, strict=True):
-            parsed = parse(result.text, self.fmt, truncated=result.finish_reason == "length")
-            answer = None if parsed.answer is None else cut_at_stops(parsed.answer, request.stop)
+            truncated = result.finish_reason == "length"
+            parsed = parse(result.text, self.fmt, truncated=truncated, stops=request.stop)
             thinking = {
                 "sha256": parsed.thinking_sha256,
                 "length": parsed.thinking_length,
@@ -54,8 +53,8 @@ class ThinkingBackend:
             }
             out.append(
                 GenResult(
-                    answer or "",
-                    result.finish_reason,
+                    parsed.answer or "",
+                    "stop" if parsed.at_stop else result.finish_reason,
                     result.n_prompt_tokens,
                     result.n_tokens,
                     thinking=thinking,
@@ -72,8 +71,10 @@ class ThinkingBackend:
     def loglikelihood_rolling(self, texts: Sequence[str]) -> list[float]:
         return self.inner.loglikelihood_rolling(texts)
 
-    def apply_chat_template(self, messages: Sequence[tuple[str, str]]) -> str:
-        return self.inner.apply_chat_template(messages)
+    def apply_chat_template(
+        self, messages: Sequence[tuple[str, str]], add_generation_prompt: bool = True
+    ) -> str:
+        return self.inner.apply_chat_template(messages, add_generation_prompt)
 
     def close(self) -> None:
         self.inner.close()

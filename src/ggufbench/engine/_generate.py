@@ -27,6 +27,7 @@ from ggufbench.engine._runtime import CELL_QUANTUM, Runtime
 from ggufbench.engine._segments import segment_ends, segments
 from ggufbench.engine._text import TextTail
 from ggufbench.errors import BackendTimeout
+from ggufbench.thinking import ThinkingFormat
 
 __all__ = ["GenDone", "GenJob", "generate"]
 
@@ -39,6 +40,7 @@ class GenJob:
     prompt: Tokens
     max_new: int
     stops: tuple[str, ...] = ()
+    thinking: ThinkingFormat | None = None  # stops then count only in the answer (TextTail)
     temperature: float = 0.0
     top_p: float = 1.0
     seed: int = 0
@@ -147,7 +149,8 @@ def generate(
                 index = queue.popleft()
                 job = jobs[index]
                 limit = min(job.max_new, cells - len(job.prompt))
-                state = _Active(index, job, limit, time.monotonic(), TextTail(job.stops), _rng(job))
+                tail = TextTail(job.stops, job.thinking)
+                state = _Active(index, job, limit, time.monotonic(), tail, _rng(job))
                 if limit <= 0:
                     yield index, GenDone("", "length", len(job.prompt), 0)
                     continue

@@ -5,6 +5,8 @@ from __future__ import annotations
 import codecs
 from collections.abc import Sequence
 
+from ggufbench.thinking import AnswerCut, ThinkingFormat
+
 __all__ = ["TextTail"]
 
 
@@ -14,11 +16,17 @@ class TextTail:
     ``feed`` returns the text that is now safe to show: text that no stop
     sequence could still start in is held back until it is decided. The text
     ends before the first stop sequence, as lm-eval's ``until`` cuts it.
+
+    For a model that thinks in ``thinking``, a stop sequence ends the
+    generation only where it lies in the answer (:class:`AnswerCut`), and the
+    text is shown whole, stop sequence included: the caller parses it by the
+    same rule.
     """
 
-    def __init__(self, stops: Sequence[str]) -> None:
+    def __init__(self, stops: Sequence[str], thinking: ThinkingFormat | None = None) -> None:
         self.stops = tuple(s for s in stops if s)
-        self.hold = max((len(s) for s in self.stops), default=0)
+        self.cut = AnswerCut(thinking, self.stops) if thinking is not None else None
+        self.hold = 0 if self.cut is not None else max((len(s) for s in self.stops), default=0)
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self.text = ""
         self.sent = 0
@@ -26,7 +34,11 @@ class TextTail:
 
     def feed(self, piece: bytes) -> str:
         """Add a token's bytes; return newly shown text (sets ``stopped`` at a stop)."""
-        self.text += self._decoder.decode(piece)
+        new = self._decoder.decode(piece)
+        self.text += new
+        if self.cut is not None:
+            self.stopped = self.cut.feed(new) is not None
+            return self._take(len(self.text))
         search_from = max(0, self.sent - self.hold)
         cuts = [i for s in self.stops if (i := self.text.find(s, search_from)) >= 0]
         if cuts:
