@@ -63,8 +63,11 @@ class GgufbenchLM(LM):
     def apply_chat_template(
         self, chat_history: list[dict[str, str]], add_generation_prompt: bool = True
     ) -> str:
+        """The prompt ends where the model starts: after the template's generation
+        prompt, or, with a task's ``gen_prefix`` (lm-eval then passes
+        ``add_generation_prompt=False``), right after that prefix."""
         messages = [(m["role"], m["content"]) for m in chat_history]
-        return self.cached.backend.apply_chat_template(messages)
+        return self.cached.backend.apply_chat_template(messages, add_generation_prompt)
 
     @property
     def tokenizer_name(self) -> str:
