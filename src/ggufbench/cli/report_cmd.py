@@ -16,9 +16,8 @@ def register(app: typer.Typer) -> None:
         baseline: str | None = typer.Option(None, "--baseline", help="compare with this alias"),
     ) -> None:
         """Rebuild summary.json and report.md from the ledger and print the report."""
-        from ggufbench.errors import ConfigError
         from ggufbench.ledger import Ledger
-        from ggufbench.report import add_vs_baseline, render, write_summary
+        from ggufbench.report import write_reports
         from ggufbench.rundir import RunDir
 
         run = RunDir(run_dir)
@@ -26,16 +25,8 @@ def register(app: typer.Typer) -> None:
         if status == "running" and not run.is_live():
             status = "interrupted"
         ledger = Ledger(run.ledger)
-        summary = write_summary(run, ledger, status)
-        ledger.close()
-        if baseline:
-            if baseline not in summary["models"]:
-                known = ", ".join(summary["models"])
-                raise ConfigError(
-                    f"--baseline {baseline} is not a model of this run; use one of {known}"
-                )
-            summary["baseline"] = baseline
-            add_vs_baseline(summary, run.path)
-        text = render(summary)
-        (run.path / "report.md").write_text(text, encoding="utf-8")
-        console().print(text, markup=False, highlight=False)
+        try:
+            path = write_reports(run, ledger, status, baseline)
+        finally:
+            ledger.close()
+        console().print(path.read_text("utf-8"), markup=False, highlight=False)

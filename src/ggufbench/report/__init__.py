@@ -1,4 +1,4 @@
-"""Run results: summary.json and report.md."""
+"""Run results: summary.json, report.md and report.html."""
 
 from __future__ import annotations
 
@@ -11,9 +11,10 @@ from ggufbench.report._summary import build_summary, write_summary
 from ggufbench.rundir import RunDir
 
 
-def write_reports(run: RunDir, ledger: Ledger, status: str) -> Path:
-    """Write summary.json and report.md; return the report's path."""
-    summary = write_summary(run, ledger, status)
+def write_reports(run: RunDir, ledger: Ledger, status: str, baseline: str | None = None) -> Path:
+    """Write summary.json and report.md with one baseline (the suite's unless given);
+    return the report's path."""
+    summary = write_summary(run, ledger, status, baseline)
     path = run.path / "report.md"
     path.write_text(render(summary), encoding="utf-8")
     return path

@@ -4,110 +4,105 @@ from __future__ import annotations
 
 from typing import Any
 
-from ggufbench.report._paired import versus
-
-PRIMARY = (
-    "acc_norm",
-    "acc",
-    "exact_match,strict-match",
-    "exact_match,flexible-extract",
-    "exact_match",
-    "score",
-    "word_perplexity",
-    "f1",
+from ggufbench.report._format import (
+    benchmark_metrics,
+    error_kind,
+    interval,
+    marker,
+    pvalue,
+    size_mib,
 )
+from ggufbench.report._paired import versus
 
 
 def _fmt(metric: dict[str, Any] | None) -> str:
     if not metric or metric.get("value") is None:
         return "–"
     value, err = metric["value"], metric.get("stderr")
-    return f"{value:.4f} ± {err:.4f}" if err is not None else f"{value:.4f}"
+    shown = f"{value:.4f} ± {err:.4f}" if err is not None else f"{value:.4f}"
+    return f"{shown} {interval(metric.get('ci95'))}".rstrip()
 
 
-def _size(n: int | None) -> str:
-    return "–" if not n else f"{n / 2**20:.0f} MiB"
-
-
-def _benchmark_metrics(summary: dict[str, Any]) -> dict[str, list[str]]:
-    """Every (benchmark, metric) that some model reports, in a stable order."""
-    found: dict[str, list[str]] = {}
-    for model in summary["models"].values():
-        for bench, entry in model["benchmarks"].items():
-            names = found.setdefault(bench, [])
-            for m in entry.get("metrics", {}):
-                if m not in names:
-                    names.append(m)
-    for names in found.values():
-        names.sort(key=lambda m: (PRIMARY.index(m) if m in PRIMARY else len(PRIMARY), m))
-    return found
-
-
-def _delta(cur: dict[str, Any] | None, base: dict[str, Any] | None, found: Any) -> str:
-    """Δ ± its standard error: the paired one from ``vs_baseline`` where there is one."""
+def _delta(cur: dict[str, Any] | None, base: dict[str, Any] | None, found: Any) -> list[str]:
+    """[Δ ± error [interval] (kind), test p → Holm p, verdict] for one model and metric."""
     if not cur or not base or cur.get("value") is None or base.get("value") is None:
-        return "–"
+        return ["–", "–", "–"]
     vs = found or versus(
         cur["value"], cur.get("stderr"), base["value"], base.get("stderr"), None, None
     )
-    diff, err = vs["delta"], vs.get("stderr")
-    if err is None:
-        return f"{diff:+.4f}"
-    flag = " *" if err > 0 and abs(diff) > 1.96 * err else ""
-    how = f", paired n={vs['n']}" if vs.get("method") == "paired" else ""
-    return f"{diff:+.4f} (±{err:.4f}{how}){flag}"
+    err = vs.get("stderr")
+    shown = f"{vs['delta']:+.4f}" if err is None else f"{vs['delta']:+.4f} ± {err:.4f}"
+    shown = f"{shown} {interval(vs.get('ci95'))} ({error_kind(vs)})".replace("  ", " ")
+    test = "–"
+    if vs.get("p") is not None:
+        test = f"{vs.get('test')}: {pvalue(vs['p'])}"
+        if vs.get("p_holm") is not None:
+            test += f" → {pvalue(vs['p_holm'])}"
+    flips = vs.get("mcnemar")
+    if flips:
+        test += f" (flips {flips['baseline_only']}↓ {flips['variant_only']}↑)"
+    symbol, word = marker(vs)
+    return [shown, test, symbol if word == "not tested" else f"{symbol} {word}"]
 
 
 def render(summary: dict[str, Any]) -> str:
     base = summary.get("baseline")
     models = summary["models"]
-    lines = [
-        f"# ggufbench report: {summary['run_id']}",
-        "",
-        f"Status: **{summary['status']}**. Baseline: **{base}**.",
-        "",
-    ]
+    lines = [f"# ggufbench report: {summary['run_id']}", ""]
+    lines += [f"> {note}" for note in summary.get("notes", [])] + (
+        [""] if summary.get("notes") else []
+    )
+    lines += [f"Status: **{summary['status']}**. Baseline: **{base}**.", ""]
     lines += ["## Models", "", "| model | quantization | size | sha256 |", "|---|---|---|---|"]
     for alias, m in models.items():
         sha = (m.get("sha256") or "–")[:16]
-        lines.append(
-            f"| {alias} | {m.get('quant') or '–'} | {_size(m.get('size_bytes'))} | `{sha}` |"
-        )
-    bench_metrics = _benchmark_metrics(summary)
-    lines += [
-        "",
-        "## Scores",
-        "",
-        "Each value is ± its standard error. Δ is the difference from the baseline ± its "
-        "standard error: paired over the same items where the samples allow (the spread of "
-        "the per-item differences, marked 'paired'), otherwise the two standard errors "
-        "combined; * marks a difference larger than 1.96 of it.",
-        "",
-    ]
-    for bench, metric_names in bench_metrics.items():
+        size = size_mib(m.get("size_bytes"))
+        lines.append(f"| {alias} | {m.get('quant') or '–'} | {size} | `{sha}` |")
+    lines += ["", "## Scores", "", SCORES_NOTE, ""]
+    for bench, metric_names in benchmark_metrics(summary).items():
         for metric in metric_names:
-            lines += [
-                f"### {bench} — {metric}",
-                "",
-                "| model | value | Δ vs baseline |",
-                "|---|---|---|",
-            ]
-            base_entry = models.get(base, {}).get("benchmarks", {}).get(bench, {})
-            base_m = base_entry.get("metrics", {}).get(metric)
-            for alias, m in models.items():
-                entry = m["benchmarks"].get(bench, {})
-                cur = entry.get("metrics", {}).get(metric)
-                delta = (
-                    "(baseline)"
-                    if alias == base
-                    else _delta(cur, base_m, entry.get("vs_baseline", {}).get(metric))
-                )
-                status = entry.get("status", "skipped")
-                shown = _fmt(cur) if status == "done" else status
-                lines.append(f"| {alias} | {shown} | {delta} |")
-            lines.append("")
+            lines += _metric_table(summary, bench, metric)
     lines += _elyza(models) + _speed(models) + _failures(models)
     return "\n".join(lines) + "\n"
+
+
+SCORES_NOTE = (
+    "Each value is ± its standard error [95% interval]. Δ is the difference from the "
+    "baseline ± its error [95% interval] and which error it is: paired over the same "
+    "items where the samples allow (interval: paired bootstrap), clustered by subtask "
+    "where that error is larger (interval: normal), otherwise independent (the two "
+    "errors combined). The test's p is followed by the Holm-corrected p across every "
+    "comparison of the report; ▲ better and ▼ worse are significant after the "
+    "correction (p < 0.05), = is no significant difference. Method: docs/report.md."
+)
+
+
+def _metric_table(summary: dict[str, Any], bench: str, metric: str) -> list[str]:
+    base = summary.get("baseline")
+    models = summary["models"]
+    lines = [
+        f"### {bench} — {metric}",
+        "",
+        "| model | value | Δ vs baseline | test: p → Holm | verdict |",
+        "|---|---|---|---|---|",
+    ]
+    base_entry = models.get(base, {}).get("benchmarks", {}).get(bench, {})
+    base_m = base_entry.get("metrics", {}).get(metric)
+    notes = []
+    for alias, m in models.items():
+        entry = m["benchmarks"].get(bench, {})
+        cur = entry.get("metrics", {}).get(metric)
+        status = entry.get("status", "skipped")
+        shown = _fmt(cur) if status == "done" else status
+        if alias == base:
+            lines.append(f"| {alias} | {shown} | (baseline) | | |")
+            continue
+        found = entry.get("vs_baseline", {}).get(metric)
+        cells = _delta(cur, base_m, found)
+        lines.append(f"| {alias} | {shown} | {' | '.join(cells)} |")
+        if found and found.get("note"):
+            notes.append(f"- {alias}: {found['note']}")
+    return lines + [""] + notes + ([""] if notes else [])
 
 
 ELYZA = "elyza_tasks_100"

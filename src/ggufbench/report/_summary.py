@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
+from ggufbench.errors import ConfigError
 from ggufbench.ledger import Ledger
 from ggufbench.report._paired import add_vs_baseline
-from ggufbench.rundir import RunDir, write_json
+from ggufbench.rundir import RunDir, results_file, write_json
 
 SCHEMA_VERSION = 1
 
 
-def build_summary(run: RunDir, ledger: Ledger, status: str) -> dict[str, Any]:
+def build_summary(
+    run: RunDir, ledger: Ledger, status: str, baseline: str | None = None
+) -> dict[str, Any]:
+    """The summary of a run from its ledger; ``baseline`` overrides the suite's."""
     meta = run.meta()
     infos: dict[str, dict[str, Any]] = meta.get("models", {})
     suite = run.suite()
@@ -42,21 +47,42 @@ def build_summary(run: RunDir, ledger: Ledger, status: str) -> dict[str, Any]:
             "attempts": job.attempts,
             "error": job.error if job.status != "done" else None,
         }
+        _mark_direction(entry["metrics"], run, job.model, job.benchmark)
         for extra in ("gen_tokens", "compute_s", "judge", "distribution", "failures", "n_scored"):
             if extra in result:
                 entry[extra] = result[extra]
         models[job.model]["benchmarks"][job.benchmark] = entry
+    if baseline is not None and baseline not in models:
+        raise ConfigError(
+            f"--baseline {baseline} is not a model of this run; use one of {', '.join(models)}"
+        )
     summary = {
         "schema_version": SCHEMA_VERSION,
         "run_id": meta.get("id", run.path.name),
         "status": status,
-        "baseline": suite.baseline(),
+        "baseline": baseline or suite.baseline(),
         "models": models,
     }
     return add_vs_baseline(summary, run.path)
 
 
-def write_summary(run: RunDir, ledger: Ledger, status: str) -> dict[str, Any]:
-    summary = build_summary(run, ledger, status)
+def _mark_direction(metrics: dict[str, Any], run: RunDir, alias: str, bench: str) -> None:
+    """Copy lm-eval's higher_is_better flag of each metric from the job's results file."""
+    try:
+        flags = json.loads(results_file(run.path, alias, bench).read_text("utf-8"))
+        by_task = flags.get("higher_is_better") or {}
+    except (OSError, ValueError, AttributeError):
+        return
+    own = by_task.get(bench) or next(iter(by_task.values()), None) or {}
+    for name, metric in metrics.items():
+        flag = own.get(name.split(",")[0]) if isinstance(own, dict) else None
+        if isinstance(flag, bool) and isinstance(metric, dict):
+            metric["higher_is_better"] = flag
+
+
+def write_summary(
+    run: RunDir, ledger: Ledger, status: str, baseline: str | None = None
+) -> dict[str, Any]:
+    summary = build_summary(run, ledger, status, baseline)
     write_json(run.path / "summary.json", summary)
     return summary
