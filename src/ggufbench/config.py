@@ -17,7 +17,6 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ggufbench.errors import ConfigError, SuiteWarning
-from ggufbench.legacy import is_legacy, read_legacy
 
 RUNNERS = ("llama-cpp", "openai")
 RUNNER_ALIASES = {
@@ -29,6 +28,8 @@ RUNNER_ALIASES = {
     "openai": "openai",
 }
 ALIAS_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$"
+LEGACY_KEY = "gguf_models"
+"""The key that marks a file in the legacy shape (read by ggufbench.legacy)."""
 
 
 def normalize_runner(name: str) -> str:
@@ -217,12 +218,14 @@ def parse_suite(data: Any, base_dir: Path, source: str = "suite") -> Suite:
         raise ConfigError(f"{source} is empty; write its models and benchmarks")
     if not isinstance(data, dict):
         raise ConfigError(f"{source} must be a mapping with models and benchmarks")
-    if is_legacy(data):
+    if LEGACY_KEY in data:
         data = _from_legacy(data, source)
     return _resolve_paths(validate_suite(data, source), base_dir, source)
 
 
 def _from_legacy(data: dict[str, Any], source: str) -> dict[str, Any]:
+    from ggufbench.legacy import read_legacy
+
     try:
         imported = read_legacy(data)
     except ValidationError as exc:
@@ -414,5 +417,23 @@ def _limit(limit: float, kinds: set[str]) -> int | float:
 
 def suite_to_yaml(suite: Suite) -> str:
     """The suite exactly as it will run (paths resolved), for suite.yaml."""
-    data = json.loads(suite.model_dump_json(exclude_defaults=False))
-    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
+    return dump_yaml(json.loads(suite.model_dump_json(exclude_defaults=False)))
+
+
+class _Dumper(yaml.SafeDumper):
+    """PyYAML's safe dumper, lossless for text that holds U+0085 (NEXT LINE).
+
+    With allow_unicode, PyYAML writes U+0085 raw inside a plain or single-quoted
+    scalar and reads it back as a line break; a double-quoted scalar escapes it.
+    """
+
+    def choose_scalar_style(self) -> str:
+        event = self.event
+        if isinstance(event, yaml.ScalarEvent) and "\x85" in event.value:
+            return '"'
+        return str(super().choose_scalar_style())
+
+
+def dump_yaml(data: Any) -> str:
+    """YAML that reads back to ``data``, in key order, with Unicode text kept readable."""
+    return yaml.dump(data, Dumper=_Dumper, sort_keys=False, allow_unicode=True)

@@ -18,12 +18,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-__all__ = ["LEGACY_KEY", "LegacyImport", "is_legacy", "legacy_yaml", "read_legacy"]
+from ggufbench.config import LEGACY_KEY, dump_yaml
 
-LEGACY_KEY = "gguf_models"
+__all__ = ["LEGACY_KEY", "LegacyImport", "is_legacy", "legacy_yaml", "read_legacy"]
 
 # Keys of a suite that the legacy shape passes on as they are.
 PASSED_ON = ("name", "output_root", "defaults", "execution")
@@ -152,14 +151,14 @@ def _notes(legacy: LegacyFile, benchmarks: list[dict[str, Any]]) -> list[str]:
     for entry in legacy.gguf_models:
         for key in entry.model_extra or {}:
             notes.append(
-                f"the key '{key}' of model '{entry.alias}' is ignored: "
+                f"the key {key!r} of model {entry.alias!r} is ignored: "
                 f"a gguf_models entry takes {known_entry}"
             )
         if not entry.tasks and not entry.elyza_limit:
-            notes.append(f"model '{entry.alias}' has no tasks and no elyza_limit, so nothing runs")
+            notes.append(f"model {entry.alias!r} has no tasks and no elyza_limit, so nothing runs")
     known_top = ", ".join(LegacyFile.model_fields)
     for key in legacy.model_extra or {}:
-        notes.append(f"the top-level key '{key}' is ignored: the legacy shape takes {known_top}")
+        notes.append(f"the top-level key {key!r} is ignored: the legacy shape takes {known_top}")
     for kind, keys, origin in (
         ("lm_eval", ("lm_eval",), "tasks"),
         ("elyza_tasks_100", ("judge", "elyza_tasks_100"), "elyza_limit"),
@@ -193,10 +192,10 @@ _COMMENTS = {
 
 def legacy_yaml(imported: LegacyImport, source: str) -> str:
     """The suite as YAML, with comments on where each part came from."""
-    parts = [_HEADER.format(source=source)]
+    parts = [_HEADER.format(source=_one_line(source))]
     if imported.notes:
         parts.append("# Ignored, with no place in a suite:\n")
-        parts.extend(f"#   - {note}\n" for note in imported.notes)
+        parts.extend(f"#   - {_one_line(note)}\n" for note in imported.notes)
     for key, value in imported.suite.items():
         comment = _COMMENTS[key]
         parts.append(f"\n{comment}\n" if comment else "\n")
@@ -215,6 +214,11 @@ def legacy_yaml(imported: LegacyImport, source: str) -> str:
     return "".join(parts)
 
 
+def _one_line(text: str) -> str:
+    """Text for a comment: a line break in it would end the comment."""
+    return " ".join(text.splitlines())
+
+
 def _dump(value: Any) -> str:
     # PyYAML writes no comments, so each block is dumped alone and the comments go between.
-    return yaml.safe_dump(value, sort_keys=False, allow_unicode=True, default_flow_style=False)
+    return dump_yaml(value)

@@ -3,7 +3,13 @@ from pathlib import Path
 
 import pytest
 
-from ggufbench.config import apply_overrides, load_suite, normalize_runner, parse_suite
+from ggufbench.config import (
+    apply_overrides,
+    load_suite,
+    normalize_runner,
+    parse_suite,
+    suite_to_yaml,
+)
 from ggufbench.errors import ConfigError, SuiteWarning
 from ggufbench.plan import plan
 
@@ -258,3 +264,12 @@ def test_openai_model_concurrency_reaches_its_backend(tmp_path):
             },
             tmp_path,
         )
+
+
+def test_suite_yaml_keeps_every_character(tmp_path):
+    # U+0085 (NEXT LINE) came back as a space from PyYAML's own dumper.
+    text = SUITE.replace("baseline: true", 'baseline: true\n    description: "日本\\x85b"')
+    suite = load_suite(write(tmp_path, text))
+    assert suite.models[0].description == "日本\x85b"
+    saved = write(tmp_path, suite_to_yaml(suite), "saved.yaml")
+    assert load_suite(saved) == suite

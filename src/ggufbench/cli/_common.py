@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rich.console import Console
+from rich.markup import escape
 
 if TYPE_CHECKING:
     from ggufbench.config import Suite
@@ -43,4 +44,4 @@ def warn(message: str) -> None:
     """One sentence on stderr, beside the CLI's errors."""
     from ggufbench.cli._app import err
 
-    err.print(f"[yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
+    err.print(f"[yellow]warning:[/] {escape(message)}", highlight=False, soft_wrap=True)

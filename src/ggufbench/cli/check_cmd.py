@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 
 from ggufbench.cli._common import console, load_suite
 
@@ -20,5 +21,5 @@ def register(app: typer.Typer) -> None:
         report = preflight(spec, out)
         for alias, info in report.models.items():
             detail = info.get("quant") or info.get("base_url")
-            out.print(f"[green]ok[/] {alias}: {detail}")
+            out.print(f"[green]ok[/] {alias}: {escape(str(detail))}")
         out.print(f"[green]ok[/] {len(spec.models)} model(s), {len(spec.benchmarks)} benchmark(s)")

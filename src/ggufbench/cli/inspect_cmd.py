@@ -10,6 +10,7 @@ from typing import Any
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from ggufbench.cli._common import console
 
@@ -52,7 +53,8 @@ def register(app: typer.Typer) -> None:
 
 
 def _table(data: dict[str, Any]) -> Table:
-    table = Table(title=str(data["path"]), show_header=False, title_justify="left")
+    # Text, not markup: a file name or a model's name may hold [brackets].
+    table = Table(title=Text(str(data["path"])), show_header=False, title_justify="left")
     table.add_column(style="bold", no_wrap=True)
     table.add_column(overflow="fold")
     rows = [
@@ -74,7 +76,7 @@ def _table(data: dict[str, Any]) -> Table:
     if data["n_shards"] > 1:
         rows.insert(-2, ("shards", str(data["n_shards"])))
     for name, value in rows:
-        table.add_row(name, value)
+        table.add_row(name, Text(value))
     return table
 
 

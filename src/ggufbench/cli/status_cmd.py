@@ -6,7 +6,9 @@ import json
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from ggufbench.cli._common import console
 
@@ -27,11 +29,12 @@ def register(app: typer.Typer) -> None:
             return
         out = console()
         live = "driven by a live process" if state["live"] else "no process drives it"
-        out.print(f"run {state['run_id']}: [bold]{state['status']}[/] ({live})")
+        run_id, run_status = escape(str(state["run_id"])), escape(str(state["status"]))
+        out.print(f"run {run_id}: [bold]{run_status}[/] ({live})")
         table = Table("job", "status", "attempts", "progress", "error")
         for job in state["jobs"]:
             progress = f"{job['done']}/{job['total']}" if job["total"] else "–"
-            table.add_row(
-                job["id"], job["status"], str(job["attempts"]), progress, (job["error"] or "")[:80]
-            )
+            error = (job["error"] or "")[:80]
+            cells = (job["id"], job["status"], str(job["attempts"]), progress, error)
+            table.add_row(*(Text(cell) for cell in cells))
         out.print(table)
