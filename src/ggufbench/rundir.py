@@ -162,10 +162,60 @@ def create_run(suite: Suite) -> RunDir:
             "created": dt.datetime.now(dt.timezone.utc).isoformat(),
             "status": "running",
             "suite_sha256": digest,
+            "creator": creator(),
             "environment": environment(),
+            "attempts": [],
         },
     )
     return RunDir(path)
+
+
+def creator() -> dict[str, Any]:
+    """Who is running this process, and where: run.json's ``creator`` of a new run."""
+    import getpass
+    import socket
+
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):  # a uid with no name in the password database
+        user = str(os.getuid())
+    return {"uid": os.getuid(), "user": user, "host": socket.gethostname()}
+
+
+def created_here(meta: dict[str, Any]) -> bool:
+    """Whether the run was created by this user on this host (a run.json from
+    before creators were recorded counts as someone else's)."""
+    recorded = meta.get("creator")
+    if not isinstance(recorded, dict):
+        return False
+    me = creator()
+    return all(recorded.get(key) == me[key] for key in ("uid", "user", "host"))
+
+
+def attempt_records(attempts: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """run.json's ``attempts``: every job attempt, where and on which device it ran."""
+    return [
+        {
+            "job": a["job_id"],
+            "attempt": a["n"],
+            "status": a["status"],
+            "started": _iso(a["started"]),
+            "ended": _iso(a["ended"]),
+            "host": a["host"],
+            "pid": a["pid"],
+            "device": a["device"],
+            "cuda_visible_devices": a["cuda_visible_devices"],
+            "log": a["log"],
+            "error": a["error"],
+        }
+        for a in attempts
+    ]
+
+
+def _iso(stamp: float | None) -> str | None:
+    if stamp is None:
+        return None
+    return dt.datetime.fromtimestamp(stamp, dt.timezone.utc).isoformat()
 
 
 def environment() -> dict[str, Any]:
@@ -184,8 +234,12 @@ def environment() -> dict[str, Any]:
     try:
         import llama_cpp
 
+        from ggufbench.build_info import llama_build
+
+        build = llama_build()
         env["llama_cpp_python"] = llama_cpp.__version__
-        env["llama_cpp_system"] = llama_cpp.llama_print_system_info().decode().strip()
+        env["llama_cpp_system"] = build["system_info"]
+        env["ggml"] = build["ggml"]
     except Exception as exc:  # noqa: BLE001 - the environment record must never stop a run
         env["llama_cpp_python"] = f"unavailable: {exc}"
     try:

@@ -6,7 +6,7 @@ import time
 from typing import Any
 
 from ggufbench.ledger import Ledger
-from ggufbench.rundir import RunDir, write_json
+from ggufbench.rundir import RunDir, attempt_records, write_json
 
 WRITE_EVERY_S = 2.0
 
@@ -30,6 +30,8 @@ def snapshot(run: RunDir, ledger: Ledger, run_status: str, live: bool) -> dict[s
                 "total": job.total,
                 "heartbeat": job.heartbeat,
                 "pid": last["pid"] if last and status == "running" else None,
+                "host": last["host"] if last else None,
+                "device": last["device"] if last else None,
                 "error": job.error,
             }
         )
@@ -50,12 +52,14 @@ def snapshot(run: RunDir, ledger: Ledger, run_status: str, live: bool) -> dict[s
 
 
 class StatusWriter:
-    """Rewrites status.json at most every WRITE_EVERY_S seconds while running."""
+    """Rewrites status.json at most every WRITE_EVERY_S seconds while running, and
+    run.json's ``attempts`` when an attempt started, moved on or said where it runs."""
 
     def __init__(self, run: RunDir, ledger: Ledger) -> None:
         self.run = run
         self.ledger = ledger
         self.last = 0.0
+        self.attempts: list[dict[str, Any]] | None = None
 
     def maybe_write(self, run_status: str = "running", force: bool = False) -> None:
         now = time.monotonic()
@@ -63,6 +67,10 @@ class StatusWriter:
             write_json(
                 self.run.path / "status.json", snapshot(self.run, self.ledger, run_status, True)
             )
+            attempts = attempt_records(self.ledger.attempts())
+            if attempts != self.attempts:
+                self.run.update_meta(attempts=attempts)
+                self.attempts = attempts
             self.last = now
 
 
