@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+import shlex
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 
 from ggufbench.config import Suite
 from ggufbench.errors import ConfigError
@@ -17,7 +19,7 @@ from ggufbench.plan import model_settings, plan
 from ggufbench.preflight import Report, check
 from ggufbench.report import write_reports
 from ggufbench.resources import probe
-from ggufbench.rundir import RunDir, create_run, find_unfinished
+from ggufbench.rundir import RunDir, create_run, created_here, creator, find_unfinished
 from ggufbench.scheduler import Scheduler, Settings, worker_env
 from ggufbench.spare import Spare
 from ggufbench.status import StatusWriter
@@ -50,17 +52,26 @@ def run_suite(suite: Suite, console: Console, *, fresh: bool = False) -> int:
         else:
             run = create_run(suite)
             console.print(f"new run: {run.path}")
-        return drive(run, suite, report, console, spare=spare)
+        # on_finish comes from the suite file this user gave: it runs
+        return drive(run, suite, report, console, spare=spare, own_hook=True)
 
 
 def resume_run(path: Path, console: Console) -> int:
     run = RunDir(path)
-    run.meta()  # a clear error if this is not a run directory
+    meta = run.meta()  # a clear error if this is not a run directory
     suite = run.suite()
     with _spare() as spare:
         report = preflight(suite, console)
         console.print(f"resuming {run.path}")
-        return drive(run, suite, report, console, retry_failed=True, spare=spare)
+        return drive(
+            run,
+            suite,
+            report,
+            console,
+            retry_failed=True,
+            spare=spare,
+            own_hook=created_here(meta),  # another's run directory never runs their command
+        )
 
 
 @contextmanager
@@ -81,6 +92,7 @@ def drive(
     *,
     retry_failed: bool = False,
     spare: Spare | None = None,
+    own_hook: bool = False,
 ) -> int:
     run.lock()
     ledger = Ledger(run.ledger, create=True)
@@ -111,7 +123,7 @@ def drive(
     path = write_reports(run, ledger, status)
     ledger.close()
     run.unlock()
-    _on_finish(suite, run, status, console)
+    _on_finish(suite, run, status, console, own_hook)
     console.print(f"run {status}: {run.path / 'summary.json'} and {path}")
     return EXIT_CODES.get(status, 1)
 
@@ -130,11 +142,37 @@ def _settings(suite: Suite, report: Report) -> Settings:
     )
 
 
-def _on_finish(suite: Suite, run: RunDir, status: str, console: Console) -> None:
+def _on_finish(suite: Suite, run: RunDir, status: str, console: Console, own: bool) -> None:
+    """Run execution.on_finish, unless the run directory is someone else's (``own`` false)."""
     command = suite.execution.on_finish
     if not command:
+        return
+    if not own:
+        note = escape(_foreign_hook_note(run, status, command))
+        console.print(f"[yellow]note:[/] {note}", soft_wrap=True)
         return
     env = dict(os.environ, GGUFBENCH_RUN_DIR=str(run.path), GGUFBENCH_STATUS=status)
     done = subprocess.run(command, shell=True, env=env, check=False)
     if done.returncode != 0:
         console.print(f"[yellow]on_finish exited with code {done.returncode}[/]")
+
+
+def _foreign_hook_note(run: RunDir, status: str, command: str) -> str:
+    """Why on_finish did not run on resume, and the line that runs it by hand."""
+    who = run.meta().get("creator")
+    me = creator()
+    if isinstance(who, dict):
+        origin = f"was created by {who.get('user')} (uid {who.get('uid')}) on {who.get('host')}"
+    else:
+        origin = "does not record who created it"
+    by_hand = (
+        f"GGUFBENCH_RUN_DIR={shlex.quote(str(run.path.resolve()))} GGUFBENCH_STATUS={status}"
+        f" sh -c {shlex.quote(command)}"
+    )
+    return (
+        f"on_finish was not run: {run.path} {origin}, and resume runs only the on_finish"
+        f" of runs created by the same user on the same host ({me['user']} on {me['host']})."
+        f" Its command: {command}\n"
+        f"  Check it, then run it by hand with GGUFBENCH_RUN_DIR and GGUFBENCH_STATUS set:"
+        f" {by_hand}"
+    )
