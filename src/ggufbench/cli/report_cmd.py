@@ -15,9 +15,10 @@ def register(app: typer.Typer) -> None:
         run_dir: Path = typer.Argument(..., help="a run directory"),
         baseline: str | None = typer.Option(None, "--baseline", help="compare with this alias"),
     ) -> None:
-        """Rebuild summary.json and report.md from the ledger and print the report."""
+        """Rebuild summary.json, report.md and report.html from the run directory, and
+        print the summary table."""
         from ggufbench.ledger import Ledger
-        from ggufbench.report import write_reports
+        from ggufbench.report import print_summary, write_reports
         from ggufbench.rundir import RunDir
 
         run = RunDir(run_dir)
@@ -26,7 +27,7 @@ def register(app: typer.Typer) -> None:
             status = "interrupted"
         ledger = Ledger(run.ledger)
         try:
-            path = write_reports(run, ledger, status, baseline)
+            write_reports(run, ledger, status, baseline)
         finally:
             ledger.close()
-        console().print(path.read_text("utf-8"), markup=False, highlight=False)
+        print_summary(console(), run.path)

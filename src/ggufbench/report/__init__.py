@@ -10,6 +10,7 @@ from ggufbench.report._html import render_html
 from ggufbench.report._markdown import render
 from ggufbench.report._paired import add_vs_baseline
 from ggufbench.report._summary import build_summary, write_summary
+from ggufbench.report._terminal import print_summary, terminal_table
 from ggufbench.rundir import RunDir
 
 
@@ -38,8 +39,10 @@ def write_reports(run: RunDir, ledger: Ledger, status: str, baseline: str | None
 __all__ = [
     "add_vs_baseline",
     "build_summary",
+    "print_summary",
     "render",
     "render_html",
+    "terminal_table",
     "write_report_files",
     "write_reports",
     "write_summary",

@@ -1,0 +1,75 @@
+"""The summary table in the terminal, printed when a run ends and by ``ggufbench report``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from ggufbench.report._format import interval, marker, num, primary_metrics, size_mib
+
+__all__ = ["print_summary", "terminal_table"]
+
+STYLES = {"better": "bold blue", "worse": "bold dark_orange"}
+LEGEND = (
+    "▲ better, ▼ worse than the baseline: significant after Holm's correction (p < 0.05); "
+    "= no significant difference; [ ] 95% intervals"
+)
+
+
+def _cell(summary: dict[str, Any], alias: str, bench: str, metric: str) -> Text:
+    entry = summary["models"][alias]["benchmarks"].get(bench)
+    if not entry or entry.get("status") != "done":
+        return Text((entry or {}).get("status", "–"), style="dim")
+    m = entry.get("metrics", {}).get(metric) or {}
+    text = Text(num(m.get("value")))
+    text.append(f" {interval(m.get('ci95'))}".rstrip(), style="dim")
+    vs = entry.get("vs_baseline", {}).get(metric)
+    if vs:
+        symbol, word = marker(vs)
+        style = STYLES.get(vs.get("verdict", ""), "")
+        text.append(f"\n{symbol} {vs['delta']:+.4f}", style=style)
+        text.append(f" {interval(vs.get('ci95'))}".rstrip(), style="dim")
+        if word != "not tested":
+            text.append(f" {word}", style=style)
+    elif alias == summary.get("baseline"):
+        text.append("\nbaseline", style="dim")
+    return text
+
+
+def terminal_table(summary: dict[str, Any]) -> Table:
+    """Models × tasks on each task's main metric, differences marked by symbol and colour."""
+    primary = primary_metrics(summary)
+    table = Table(title=f"{summary.get('run_id', '')}: {summary.get('status', '')}",
+                  caption=LEGEND, show_lines=True)  # fmt: skip
+    table.add_column("model")
+    table.add_column("quant")
+    table.add_column("size", justify="right")
+    for bench, metric in primary.items():
+        table.add_column(f"{bench}\n{metric}")
+    for alias, model in summary["models"].items():
+        name = f"{alias}\n(baseline)" if alias == summary.get("baseline") else alias
+        table.add_row(
+            name,
+            model.get("quant") or "–",
+            size_mib(model.get("size_bytes")),
+            *(_cell(summary, alias, b, m) for b, m in primary.items()),
+        )
+    return table
+
+
+def print_summary(console: Console, run_dir: Path) -> None:
+    """Print the summary table of the report in ``run_dir`` and where its files are."""
+    try:
+        summary = json.loads((run_dir / "summary.json").read_text("utf-8"))
+    except (OSError, ValueError):
+        console.print(f"no summary in {run_dir}; rebuild it with: ggufbench report {run_dir}")
+        return
+    console.print(terminal_table(summary))
+    for name in ("summary.json", "report.md", "report.html"):
+        if (run_dir / name).is_file():
+            console.print(f"{name}: {run_dir / name}", highlight=False, soft_wrap=True)
