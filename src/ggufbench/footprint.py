@@ -26,6 +26,12 @@ The estimate is an upper bound built from four parts (bytes):
   ``n_ubatch`` rows in that case.
 
 The Python interpreter of the worker process is not included.
+
+An ELYZA job with an in-process judge (``benchmarks/elyza_job.py``) closes its
+model before it loads the judge, in the same worker, so the job needs the larger
+of the two footprints, never their sum (:func:`with_judge`). That holds when the
+judge is the model's own file too: it is loaded a second time, after the first
+copy is gone.
 """
 
 from __future__ import annotations
@@ -36,7 +42,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from ggufbench.gguf_file import GgufInfo
 
-__all__ = ["Footprint", "footprint", "footprint_bytes"]
+__all__ = ["Footprint", "footprint", "footprint_bytes", "with_judge"]
 
 KV_BYTES = 2  # f16
 F32_BYTES = 4
@@ -90,6 +96,12 @@ def footprint(
 def footprint_bytes(info: GgufInfo, n_ctx: int, n_seq: int = 1) -> int:
     """Weights + KV cache + compute buffer + logits, in bytes, with llama.cpp's defaults."""
     return footprint(info, n_ctx, n_seq).total
+
+
+def with_judge(model: int, judge: int) -> int:
+    """An ELYZA job's footprint: its model and its in-process judge are loaded one after
+    the other in the job's worker, so only the larger of the two needs to fit."""
+    return max(model, judge)
 
 
 def _kv_cache_bytes(info: GgufInfo, cells: int, n_seq: int, n_ubatch: int, swa_full: bool) -> int:

@@ -8,13 +8,18 @@ from __future__ import annotations
 
 import difflib
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from ggufbench.config import Suite
+from ggufbench.config import ModelSpec, Suite
 from ggufbench.errors import GgufbenchError
-from ggufbench.plan import model_settings
+from ggufbench.footprint import with_judge
+from ggufbench.plan import model_settings, plan
+
+if TYPE_CHECKING:
+    from ggufbench.resources import Machine
 
 SMALL_JUDGE_PARAMS = 7_000_000_000
 """Below this many parameters a judge's 1-5 scores are noted as meaning little."""
@@ -25,6 +30,8 @@ class Report:
     problems: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     models: dict[str, dict[str, Any]] = field(default_factory=dict)  # alias -> identity
+    # bytes a job reserves: by model alias, and by job id for each ELYZA job with an
+    # in-process judge (footprint.with_judge)
     footprints: dict[str, int] = field(default_factory=dict)
 
 
@@ -82,9 +89,12 @@ def _check_tasks(suite: Suite, report: Report, datasets: bool, say: Callable[[st
     specs = [spec for kind, spec in suite.benchmark_specs() if kind == "lm_eval"]
     if not specs:
         return  # lm-eval takes seconds to import
-    from ggufbench.benchmarks.lm_eval import quiet_lm_eval, task_manager
+    from ggufbench.benchmarks.lm_eval import hub_datasets, quiet_lm_eval, task_manager
+    from ggufbench.hub import unreachable
 
     quiet_lm_eval()
+    cut_off: dict[str, list[str]] = {}  # hub dataset -> the tasks that read it
+    reason = ""
     for spec in specs:
         include = str(spec.include_path) if spec.include_path else None
         if include and not spec.include_path.is_dir():
@@ -99,8 +109,24 @@ def _check_tasks(suite: Suite, report: Report, datasets: bool, say: Callable[[st
                 where = f" (looked in lm-eval and {include})" if include else ""
                 report.problems.append(f"lm-eval task '{name}' does not exist{where}{hint}")
             elif datasets:
+                on_hub = hub_datasets(manager, name)
+                if why := unreachable(on_hub):
+                    reason = why
+                    for dataset in on_hub:
+                        cut_off.setdefault(dataset, []).append(name)
+                    continue
                 say(f"loading the dataset of {name}")
                 _load_task(name, manager, report)
+    for dataset, names in cut_off.items():
+        report.problems.append(_cut_off(dataset, names, reason))
+
+
+def _cut_off(dataset: str, tasks: list[str], reason: str) -> str:
+    from ggufbench.hub import unreachable_problem
+
+    used_by = f"lm-eval task{'s' if len(tasks) > 1 else ''} {', '.join(map(repr, tasks))}"
+    local = "point the task at local data files (dataset_path: json with data_files)"
+    return unreachable_problem(dataset, used_by, reason, local)
 
 
 def _load_task(name: str, manager: Any, report: Report) -> None:
@@ -124,8 +150,7 @@ def _check_elyza(suite: Suite, report: Report, datasets: bool, say: Callable[[st
         if kind != "elyza_tasks_100" or not isinstance(spec, ElyzaBenchmark):
             continue
         if datasets:
-            say(f"loading the ELYZA dataset {spec.dataset}")
-            _load_elyza(spec, report)
+            _load_elyza(spec, report, say)
         if spec.judge is None:
             report.problems.append(
                 "elyza_tasks_100 has no judge; add judge: {runner: llama-cpp, path: JUDGE.gguf} "
@@ -136,9 +161,16 @@ def _check_elyza(suite: Suite, report: Report, datasets: bool, say: Callable[[st
         _check_chat_templates(suite, spec, report)
 
 
-def _load_elyza(spec: Any, report: Report) -> None:
+def _load_elyza(spec: Any, report: Report, say: Callable[[str], None]) -> None:
     from ggufbench.benchmarks.elyza_data import load_tasks
+    from ggufbench.hub import unreachable, unreachable_problem
 
+    if reason := unreachable([spec.dataset]):
+        local = "give a local .csv, .jsonl, .json or .parquet file as its dataset"
+        problem = unreachable_problem(spec.dataset, "benchmark elyza_tasks_100", reason, local)
+        report.problems.append(problem)
+        return
+    say(f"loading the ELYZA dataset {spec.dataset}")
     try:
         load_tasks(spec.dataset, limit=spec.limit, seed=spec.seed)
     except GgufbenchError as exc:
@@ -176,9 +208,7 @@ def _check_judge(judge: Any, report: Report) -> None:
     if judge.path is None:
         report.problems.append("the ELYZA judge has no path; set path to the judge's .gguf file")
         return
-    from ggufbench.footprint import footprint_bytes
     from ggufbench.gguf_file import validate
-    from ggufbench.resources import probe
 
     try:
         info = validate(judge.path)
@@ -189,12 +219,6 @@ def _check_judge(judge: Any, report: Report) -> None:
         report.problems.append(
             f"the ELYZA judge {judge.path.name} has no chat template in its metadata; "
             "use a judge model with a chat template"
-        )
-    need, have = footprint_bytes(info, judge.n_ctx), probe().total_ram
-    if need > have:
-        report.problems.append(
-            f"the ELYZA judge {judge.path.name} needs about {need / 2**30:.1f} GiB but this "
-            f"machine has {have / 2**30:.1f} GiB of RAM; lower its n_ctx or use a smaller judge"
         )
     if info.n_params < SMALL_JUDGE_PARAMS:
         report.notes.append(
@@ -226,17 +250,56 @@ def _check_chat_templates(suite: Suite, spec: Any, report: Report) -> None:
 
 
 def _check_memory(suite: Suite, report: Report) -> None:
+    """Each model, and each ELYZA job's in-process judge, fits in the memory it loads into."""
     from ggufbench.resources import probe
 
     machine = probe()
-    gpu_total = max((g.total_bytes for g in machine.gpus), default=0)
-    for alias, need in report.footprints.items():
-        model = next(m for m in suite.models if m.alias == alias)
-        on_gpu = model_settings(suite, model)["n_gpu_layers"] != 0 and gpu_total > 0
-        have = gpu_total if on_gpu else machine.total_ram
-        where = "GPU memory" if on_gpu else "RAM"
-        if need > have:
+    for model in suite.models:
+        need = report.footprints.get(model.alias)
+        have, where = _memory_for(suite, model, machine)
+        if need is not None and need > have:
             report.problems.append(
-                f"model '{alias}' needs about {need / 2**30:.1f} GiB but this machine has "
-                f"{have / 2**30:.1f} GiB of {where}; lower n_ctx or use a smaller quantization"
+                f"model '{model.alias}' needs about {_gib(need)} GiB but this machine has "
+                f"{_gib(have)} GiB of {where}; lower n_ctx or use a smaller quantization"
             )
+    for job_id, alias, judge, need in _judge_footprints(suite):
+        model = next(m for m in suite.models if m.alias == alias)
+        report.footprints[job_id] = with_judge(report.footprints.get(alias, 0), need)
+        have, where = _memory_for(suite, model, machine)
+        problem = (
+            f"the ELYZA judge {judge.name} needs about {_gib(need)} GiB but this machine has "
+            f"{_gib(have)} GiB of {where}; lower the judge's n_ctx or use a smaller judge"
+        )
+        if need > have and problem not in report.problems:
+            report.problems.append(problem)
+
+
+def _judge_footprints(suite: Suite) -> Iterator[tuple[str, str, Path, int]]:
+    """(job id, model alias, judge file, judge footprint) of each ELYZA job whose judge is a
+    GGUF file loaded in the job's worker; a judge file that does not validate is left out
+    (it is reported with the judge)."""
+    from ggufbench.footprint import footprint_bytes
+    from ggufbench.gguf_file import validate
+
+    for job in plan(suite):
+        judge = job.spec["benchmark"].get("judge") if job.kind == "elyza_tasks_100" else None
+        if not judge or judge.get("runner") != "llama-cpp" or not judge.get("path"):
+            continue
+        path = Path(judge["path"])
+        try:
+            info = validate(path)
+        except GgufbenchError:
+            continue
+        yield job.id, job.model, path, footprint_bytes(info, judge["n_ctx"])
+
+
+def _memory_for(suite: Suite, model: ModelSpec, machine: Machine) -> tuple[int, str]:
+    """The memory a model's job loads into (its own, or its judge's): bytes and its name."""
+    gpu_total = max((g.total_bytes for g in machine.gpus), default=0)
+    if model_settings(suite, model)["n_gpu_layers"] != 0 and gpu_total > 0:
+        return gpu_total, "GPU memory"
+    return machine.total_ram, "RAM"
+
+
+def _gib(n: int) -> str:
+    return f"{n / 2**30:.1f}"

@@ -4,16 +4,24 @@
 (``nvidia-smi`` when present) against each job's footprint: weights plus KV
 cache plus compute buffers, from the model's GGUF metadata. CPU threads are
 divided between the jobs that run together.
+
+When llama.cpp cannot load a model, :func:`load_error` tells a lack of memory
+(retried: other jobs free theirs) from a bad file (not retried), by comparing the
+model's footprint with the memory free where it loads.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import subprocess
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import psutil
+
+from ggufbench.errors import BackendError, GgufbenchError, ModelFileError
 
 # A CPU job below this many threads loses more to scheduling than it gains.
 MIN_THREADS_PER_JOB = 4
@@ -110,3 +118,83 @@ class Budget:
             self.gpu_free[gpu] += footprint
         else:
             self.used_ram -= footprint
+
+
+def load_error(path: Path | str, cause: object, *, n_ctx: int, n_gpu_layers: int) -> GgufbenchError:
+    """The error for a model that llama.cpp could not load (``cause``: what it said).
+
+    Short of memory, it is a :class:`BackendError`, retried once other jobs have freed
+    theirs, whose sentence gives the sizes; otherwise the file is at fault.
+    """
+    short = memory_shortfall(Path(path), n_ctx=n_ctx, n_gpu_layers=n_gpu_layers)
+    if short is not None:
+        return BackendError(short)
+    return ModelFileError(f"llama.cpp could not load {path}: {cause}")
+
+
+def memory_shortfall(path: Path, *, n_ctx: int, n_gpu_layers: int) -> str | None:
+    """A sentence when the model's footprint exceeds the memory free now where it loads
+    (the GPU's with ``n_gpu_layers`` != 0 on a machine with one, else RAM); None if it fits."""
+    need = _need(path, n_ctx)
+    if need is None:
+        return None  # the file itself is at fault
+    have, where = _free_for(n_gpu_layers)
+    if need <= have:
+        return None
+    return (
+        f"{path.name} needs about {need / 2**30:.1f} GiB (n_ctx {n_ctx}) but only "
+        f"{have / 2**30:.1f} GiB of {where} is free; the job is retried when other jobs have "
+        "freed theirs, or lower n_ctx or n_gpu_layers, or use a smaller quantization"
+    )
+
+
+def _need(path: Path, n_ctx: int) -> int | None:
+    """The model's footprint; at least its file's size when even its metadata could not be
+    mapped for lack of memory; None when the file is at fault."""
+    from ggufbench.footprint import footprint_bytes
+    from ggufbench.gguf_file import validate
+
+    try:
+        return footprint_bytes(validate(path), n_ctx)
+    except GgufbenchError as exc:
+        cause = exc.__cause__
+        if isinstance(cause, MemoryError) or getattr(cause, "errno", None) == errno.ENOMEM:
+            return path.stat().st_size  # the weights, which llama.cpp maps whole
+        return None
+
+
+def _free_for(n_gpu_layers: int) -> tuple[int, str]:
+    """The memory free now where a model with ``n_gpu_layers`` loads, and its name."""
+    machine = probe()
+    gpu = _own_gpu(machine) if n_gpu_layers != 0 else None
+    if gpu is not None:
+        return gpu.free_bytes, f"GPU {gpu.index}"
+    left = address_space_left()
+    if left is not None and left < machine.available_ram:
+        return left, "address space under this process's ulimit -v"
+    return machine.available_ram, "RAM"
+
+
+def address_space_left() -> int | None:
+    """What this process may still map under ``ulimit -v`` (RLIMIT_AS); None: no limit.
+
+    Past it llama.cpp cannot map a model, however much RAM is free (clusters often set it).
+    """
+    try:
+        import resource
+    except ImportError:  # not on a Unix
+        return None
+    soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+    if soft == resource.RLIM_INFINITY:
+        return None
+    return max(0, soft - psutil.Process().memory_info().vms)
+
+
+def _own_gpu(machine: Machine) -> Gpu | None:
+    """The GPU this process loads onto: the one CUDA_VISIBLE_DEVICES names (the scheduler
+    gives each worker one), else the one with the most free memory."""
+    if not machine.gpus:
+        return None
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",")[0].strip()
+    chosen = [g for g in machine.gpus if str(g.index) == visible]
+    return chosen[0] if chosen else max(machine.gpus, key=lambda g: g.free_bytes)

@@ -49,6 +49,7 @@ from ggufbench.benchmarks.elyza_requests import Pace, RequestRunner, RequestStat
 from ggufbench.cached import CachedBackend
 from ggufbench.config import ElyzaBenchmark, JudgeSpec
 from ggufbench.errors import BackendError, ConfigError
+from ggufbench.hub import read_from_cache_if_unreachable
 
 __all__ = ["REQUEST_ATTEMPTS", "Generation", "judge_samples", "run_job"]
 
@@ -72,6 +73,7 @@ def run_job(ctx: JobContext) -> dict[str, Any]:
             "elyza_tasks_100 needs a judge; add judge: {runner: llama-cpp, path: JUDGE.gguf} "
             "or judge: {runner: openai, base_url: ..., model: ...}"
         )
+    read_from_cache_if_unreachable([bench.dataset])
     tasks = load_tasks(bench.dataset, limit=bench.limit, seed=bench.seed)
     start = time.monotonic()
     fixed_s = ctx.cached.timing.fixed_s  # the suite's request_timeout_s, if it sets one

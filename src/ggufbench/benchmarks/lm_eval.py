@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from ggufbench.benchmarks._job import JobContext
@@ -31,11 +32,56 @@ def task_manager(include_path: str | None, names: list[str] | None = None) -> An
     return TaskManager(include_path=include_path, verbosity="ERROR")
 
 
+def hub_datasets(manager: Any, name: str) -> list[str]:
+    """The Hugging Face hub datasets that an lm-eval task, group or tag reads, from the
+    task index alone (building the tasks would download their data)."""
+    from ggufbench.hub import is_hub_dataset
+
+    found: dict[str, None] = {}
+    for cfg in _task_configs(manager.task_index, name, set()):
+        path = cfg.get("dataset_path")
+        if isinstance(path, str) and not cfg.get("custom_dataset") and is_hub_dataset(path):
+            found[path] = None
+    return list(found)
+
+
+def _task_configs(index: dict[str, Any], spec: Any, seen: set[str]) -> Iterator[dict[str, Any]]:
+    """The configs under ``spec``: a name in lm-eval's index, or a group member given
+    inline; groups and tags are expanded (lm-eval's TaskFactory walks them the same way)."""
+    from lm_eval.tasks._index import Kind
+
+    if isinstance(spec, dict):  # an inline task or group, or settings for the one it names
+        yield spec
+        members = spec.get("task")
+        if isinstance(members, list):
+            for item in members:
+                yield from _task_configs(index, item, seen)
+        else:
+            yield from _task_configs(index, spec.get("group") or members, seen)
+        return
+    entry = index.get(spec) if isinstance(spec, str) else None
+    if entry is None or spec in seen:
+        return
+    seen.add(spec)
+    if entry.kind is Kind.TAG:
+        for task in sorted(entry.tags):
+            yield from _task_configs(index, task, seen)
+    elif entry.kind is Kind.GROUP:
+        for item in (entry.cfg or {}).get("task") or []:
+            yield from _task_configs(index, item, seen)
+    else:
+        yield entry.cfg or {}
+
+
 def run(ctx: JobContext) -> dict[str, Any]:
     from lm_eval import simple_evaluate
 
+    from ggufbench.hub import read_from_cache_if_unreachable
+
     bench = ctx.spec["benchmark"]
     quiet_lm_eval()
+    manager = task_manager(bench.get("include_path"), [ctx.name])
+    read_from_cache_if_unreachable(hub_datasets(manager, ctx.name))
     lm = GgufbenchLM(ctx.cached)
     start = time.monotonic()
     try:
@@ -44,7 +90,7 @@ def run(ctx: JobContext) -> dict[str, Any]:
             tasks=[ctx.name],
             num_fewshot=bench.get("num_fewshot"),
             limit=bench.get("limit"),
-            task_manager=task_manager(bench.get("include_path"), [ctx.name]),
+            task_manager=manager,
             log_samples=True,
             apply_chat_template=bool(bench.get("apply_chat_template")),
             fewshot_as_multiturn=bool(bench.get("fewshot_as_multiturn")),
