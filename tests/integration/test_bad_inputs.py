@@ -1,6 +1,7 @@
 """Bad input: exit 2, one sentence each, no traceback, nothing started."""
 
 import pytest
+
 from conftest import ggufbench, suite_text
 
 
@@ -76,3 +77,32 @@ def test_broken_yaml_and_unknown_task(tmp_path, smollm2, tasks_dir):
 def test_not_a_run_directory(tmp_path):
     assert_clean_failure(ggufbench("resume", str(tmp_path)), "not a ggufbench run directory")
     assert_clean_failure(ggufbench("status", str(tmp_path)), "not a ggufbench run directory")
+
+
+def test_bad_option_values(tmp_path, smollm2, tasks_dir):
+    suite = tmp_path / "suite.yaml"
+    elyza = "  - elyza_tasks_100: {limit: 2, judge: {path: judge.gguf}}\n"
+    suite.write_text(
+        suite_text([("smol", smollm2)], ["demo_hellaswag"], tasks_dir, tmp_path / "runs", 3, elyza)
+    )
+    cases = [
+        (["--limit", "0.5"], "lm-eval tasks take but elyza_tasks_100 does not"),
+        (["--limit", "-3"], "--limit -3 is not a positive number"),
+        (["--models", "smoll"], "did you mean 'smol'?"),
+        (["--benchmarks", "demo_hellaswg"], "did you mean 'demo_hellaswag'?"),
+        (["--models", ","], "--models names no model alias"),
+    ]
+    for options, said in cases:
+        assert_clean_failure(ggufbench("run", str(suite), *options), said)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_suite_files_that_are_not_suites(tmp_path):
+    latin1 = tmp_path / "latin1.yaml"
+    latin1.write_bytes("name: caf\xe9\n".encode("latin-1"))
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("")
+    assert_clean_failure(ggufbench("run", str(tmp_path)), "is a folder")
+    assert_clean_failure(ggufbench("check", str(latin1)), "is not UTF-8 text; save it as UTF-8")
+    assert_clean_failure(ggufbench("check", str(empty)), "is empty")
+    assert_clean_failure(ggufbench("convert", str(empty)), "not in the legacy shape")
