@@ -106,3 +106,17 @@ def test_suite_files_that_are_not_suites(tmp_path):
     assert_clean_failure(ggufbench("check", str(latin1)), "is not UTF-8 text; save it as UTF-8")
     assert_clean_failure(ggufbench("check", str(empty)), "is empty")
     assert_clean_failure(ggufbench("convert", str(empty)), "not in the legacy shape")
+
+
+def test_elyza_dataset_problems_name_the_row(tmp_path, smollm2):
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text('{"input": "q", "output": "a", "eval_aspect": "e"}\n{"input": "q2"}\n')
+    (tmp_path / "folder.jsonl").mkdir()
+    cases = ((rows, "row 2 of"), (tmp_path / "folder.jsonl", "is a folder"))
+    for dataset, said in cases:
+        suite = tmp_path / "suite.yaml"
+        suite.write_text(
+            f"models: [{{alias: smol, path: {smollm2}}}]\n"
+            f"benchmarks: [elyza_tasks_100: {{dataset: {dataset}, judge: {{path: {smollm2}}}}}]\n"
+        )
+        assert_clean_failure(ggufbench("check", str(suite)), "1 problem(s)", said)

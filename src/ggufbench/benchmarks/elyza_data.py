@@ -96,7 +96,7 @@ def tasks_from_rows(rows: Iterable[Mapping[str, Any]], source: str) -> list[Elyz
     """Validate rows (dicts with the three columns) into tasks numbered from 0."""
     tasks: list[ElyzaTask] = []
     for doc_id, row in enumerate(rows):
-        _require_columns(row.keys(), source)
+        _require_columns(row.keys(), f"row {doc_id + 1} of {source}")
         text = _cell(row["input"])
         if not text.strip():
             raise TaskError(f"row {doc_id + 1} of {source} has an empty input; fill it or drop it")
@@ -123,6 +123,8 @@ def _cell(value: Any) -> str:
 
 
 def _read_local(path: Path) -> list[dict[str, Any]]:
+    if path.is_dir():
+        raise TaskError(f"the dataset {path} is a folder; give the path of a file in it")
     if not path.is_file():
         raise TaskError(f"the dataset file {path} does not exist; check the dataset path")
     suffix = path.suffix.lower()
