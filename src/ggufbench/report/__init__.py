@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from ggufbench.ledger import Ledger
+from ggufbench.report._compare import Comparison, compare_runs
 from ggufbench.report._html import render_html
 from ggufbench.report._markdown import render
 from ggufbench.report._paired import add_vs_baseline
@@ -37,8 +38,10 @@ def write_reports(run: RunDir, ledger: Ledger, status: str, baseline: str | None
 
 
 __all__ = [
+    "Comparison",
     "add_vs_baseline",
     "build_summary",
+    "compare_runs",
     "print_summary",
     "render",
     "render_html",
