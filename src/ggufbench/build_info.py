@@ -34,7 +34,7 @@ __all__ = [
     "visible_gpus",
 ]
 
-# ggml_backend_dev_type (ggml-backend.h): CPU, GPU, IGPU, ACCEL, META.
+# ggml_backend_dev_type (ggml-backend.h): CPU 0, GPU 1, IGPU 2, ACCEL 3, META 4.
 _GPU_TYPES = (1, 2)
 
 
