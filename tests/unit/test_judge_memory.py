@@ -136,18 +136,17 @@ def test_a_file_that_is_not_a_model_is_not_a_memory_problem(
 
 LOAD_UNDER_ULIMIT = """
 import resource, sys
+from pathlib import Path
 import psutil
 import llama_cpp
-from llama_cpp._internals import LlamaModel
-from ggufbench.resources import load_error
+from ggufbench.engine import Runtime
 
-path = sys.argv[1]
+path = Path(sys.argv[1])
 vms = psutil.Process().memory_info().vms
 resource.setrlimit(resource.RLIMIT_AS, (vms + 40 * 2**20, resource.RLIM_INFINITY))
 try:
-    LlamaModel(path_model=path, params=llama_cpp.llama_model_default_params(), verbose=False)
-except ValueError as exc:
-    error = load_error(path, exc, n_ctx=2048, n_gpu_layers=0)
+    Runtime(path, n_ctx=2048, n_batch=512, n_threads=1, n_gpu_layers=0)
+except Exception as error:
     print(type(error).__name__, error, sep="\\n")
 """
 

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from ggufbench.engine._threads import ThreadChooser
-from ggufbench.errors import BackendError, ModelFileError
+from ggufbench.errors import BackendError
 
 __all__ = ["Runtime"]
 
@@ -59,7 +59,9 @@ class Runtime:
         try:
             self.model = LlamaModel(path_model=str(path), params=params, verbose=False)
         except (ValueError, RuntimeError, OSError) as exc:
-            raise ModelFileError(f"llama.cpp could not load {path}: {exc}") from exc
+            from ggufbench.resources import load_error
+
+            raise load_error(path, exc, n_ctx=n_ctx, n_gpu_layers=n_gpu_layers) from exc
         self.n_ctx = max(CELL_QUANTUM, -(-n_ctx // CELL_QUANTUM) * CELL_QUANTUM)
         self.n_batch = n_batch
         self.n_threads = n_threads or default_threads()
