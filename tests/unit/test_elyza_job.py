@@ -35,7 +35,7 @@ class Scripted:
         self.requests: list[GenRequest] = []
         self.closed = False
 
-    def generate(self, requests: Sequence[GenRequest]) -> list[GenResult]:
+    def generate(self, requests: Sequence[GenRequest], thinking: object = None) -> list[GenResult]:
         (request,) = requests
         self.requests.append(request)
         text = request.messages[-1][1] if request.messages else request.prompt
@@ -156,7 +156,7 @@ class FakeLlama:
             for c in continuations
         ]
 
-    def generate(self, requests: Sequence[GenRequest]) -> list[GenResult]:
+    def generate(self, requests: Sequence[GenRequest], thinking: object = None) -> list[GenResult]:
         self.generated.extend(requests)
         return [GenResult("free text", "stop")]
 

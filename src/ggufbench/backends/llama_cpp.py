@@ -112,12 +112,15 @@ class LlamaCppBackend:
     def generation_width(self) -> int:
         """Prompts stepped together: measured once, on first use (see engine._probe)."""
         if self._width is None:
+            from ggufbench.build_info import runtime_identity
             from ggufbench.engine._widths import remembered_width
             from ggufbench.gguf_file import cache_root, sha256_of
 
+            n_gpu_layers = self.info.settings["n_gpu_layers"]
             parts = {
                 "model": sha256_of(self.path),
-                "n_gpu_layers": self.info.settings["n_gpu_layers"],
+                "n_gpu_layers": n_gpu_layers,
+                "runtime": runtime_identity(n_gpu_layers),
                 "n_batch": self.n_batch,
                 "limit": GENERATION_WIDTH_LIMIT,
             }
