@@ -32,7 +32,7 @@ def preflight(suite: Suite, console: Console) -> Report:
     with console.status("preflight checks", spinner="dots") as spin:
         report = check(suite, say=lambda s: spin.update(f"preflight: {s}"))
     for note in report.notes:
-        console.print(f"[yellow]note:[/] {note}", highlight=False)
+        console.print(f"[yellow]note:[/] {escape(note)}", highlight=False)
     if report.problems:
         raise ConfigError(
             f"{len(report.problems)} problem(s) found, nothing was started:\n  - "
@@ -47,11 +47,12 @@ def run_suite(suite: Suite, console: Console, *, fresh: bool = False) -> int:
         run = None if fresh else find_unfinished(suite)
         if run is not None:
             console.print(
-                f"resuming the unfinished run {run.path} (use --fresh to start a new one)"
+                f"resuming the unfinished run {escape(str(run.path))} "
+                "(use --fresh to start a new one)"
             )
         else:
             run = create_run(suite)
-            console.print(f"new run: {run.path}")
+            console.print(f"new run: {escape(str(run.path))}")
         # on_finish comes from the suite file this user gave: it runs
         return drive(run, suite, report, console, spare=spare, own_hook=True)
 
@@ -62,7 +63,7 @@ def resume_run(path: Path, console: Console) -> int:
     suite = run.suite()
     with _spare() as spare:
         report = preflight(suite, console)
-        console.print(f"resuming {run.path}")
+        console.print(f"resuming {escape(str(run.path))}")
         return drive(
             run,
             suite,
@@ -124,7 +125,7 @@ def drive(
     ledger.close()
     run.unlock()
     _on_finish(suite, run, status, console, own_hook)
-    console.print(f"run {status}: {run.path / 'summary.json'} and {path}")
+    console.print(f"run {status}: {escape(str(run.path / 'summary.json'))} and {escape(str(path))}")
     return EXIT_CODES.get(status, 1)
 
 

@@ -44,15 +44,20 @@ class RunDir:
     # -- run.json --------------------------------------------------------
     def meta(self) -> dict[str, Any]:
         try:
-            return dict(json.loads(self.run_json.read_text(encoding="utf-8")))
-        except FileNotFoundError:
+            data = json.loads(self.run_json.read_text(encoding="utf-8"))
+        except (FileNotFoundError, NotADirectoryError):
             raise LedgerError(
                 f"{self.path} is not a ggufbench run directory (no run.json)"
             ) from None
-        except json.JSONDecodeError as exc:
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise LedgerError(
                 f"{self.run_json} is damaged ({exc}); restore it or start a new run"
             ) from None
+        if not isinstance(data, dict):
+            raise LedgerError(
+                f"{self.run_json} is damaged (not a JSON object); restore it or start a new run"
+            )
+        return data
 
     def update_meta(self, **fields: Any) -> None:
         data = self.meta()
@@ -62,8 +67,15 @@ class RunDir:
     def suite(self) -> Suite:
         import yaml
 
-        text = (self.path / "suite.yaml").read_text(encoding="utf-8")
-        return parse_suite(yaml.safe_load(text), self.path, source=str(self.path / "suite.yaml"))
+        path = self.path / "suite.yaml"
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+            raise LedgerError(
+                f"{path} cannot be read ({type(exc).__name__}); the run needs the suite it "
+                "started with, restore it or start a new run"
+            ) from None
+        return parse_suite(data, self.path, source=str(path))
 
     # -- lock ------------------------------------------------------------
     def lock(self) -> None:

@@ -7,6 +7,7 @@ import sys
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from ggufbench.errors import GgufbenchError
 
@@ -49,7 +50,7 @@ def _register() -> None:
 
 def fail(exc: GgufbenchError) -> None:
     """Print a user error as one sentence and exit with its code."""
-    err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+    err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
     raise SystemExit(exc.exit_code)
 
 
