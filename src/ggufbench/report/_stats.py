@@ -29,9 +29,9 @@ __all__ = [
 BOOTSTRAP_SEED = 20240911  # every comparison starts from this seed: reports are reproducible
 BOOTSTRAP_RESAMPLES = 10_000
 Z95 = float(stats.norm.ppf(0.975))
-# Resample indices in blocks of at most this many numbers (int32): 5 M is 20 MB, where
-# 10,000 resamples of 10,000 items at once would be 400 MB.
-_BLOCK_NUMBERS = 5_000_000
+# Resample indices in blocks of at most this many numbers (int32): 1 M is 4 MB, where
+# 10,000 resamples of 10,000 items at once would be 400 MB (800 MB as int64).
+_BLOCK_NUMBERS = 1_000_000
 # A difference with at most this many distinct values (0/1 metrics: -1, 0, 1; a 1-5 score:
 # -4..4) is resampled through the counts of its values, which is the same bootstrap.
 _FEW_VALUES = 64
