@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 
 from ggufbench.cli._common import console
 from ggufbench.errors import ConfigError, GgufbenchError
@@ -35,6 +36,27 @@ def _commitment_hex(text: str | None) -> str | None:
     return value
 
 
+def _export_to_file(db: Path, output: Path, wanted: str | None) -> int:
+    """Export into ``output`` through a temporary file, so a failed export leaves nothing."""
+    import tempfile
+
+    from ggufbench.gateway import export as export_log
+
+    if output.is_dir():
+        raise ConfigError(f"--output {output} is a folder; give a file name such as audit.jsonl")
+    folder = output.parent if str(output.parent) else Path(".")
+    if not folder.is_dir():
+        raise ConfigError(f"--output {output}: the folder {folder} does not exist; create it")
+    fd, tmp = tempfile.mkstemp(prefix=f".{output.name}.", dir=folder)
+    try:
+        with open(fd, "w", encoding="utf-8") as out:
+            count = export_log(db, out, wanted)
+        Path(tmp).replace(output)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    return count
+
+
 def register(app: typer.Typer) -> None:
     audit = typer.Typer(help="Check or export the gateway's audit log.", no_args_is_help=True)
 
@@ -55,7 +77,7 @@ def register(app: typer.Typer) -> None:
         key = key_from_env(commitment_key_env) if commitment_key_env else None
         report = verify_log(db, head=head, key=key)
         message = (
-            f"[green]ok[/] {db}: {report.rows} rows intact, "
+            f"[green]ok[/] {escape(str(db))}: {report.rows} rows intact, "
             f"{report.commitments} commitments checked, head {report.head}"
         )
         console().print(message, soft_wrap=True)
@@ -77,9 +99,8 @@ def register(app: typer.Typer) -> None:
         if output is None:
             count = export_log(db, sys.stdout, wanted)
         else:
-            with output.open("w", encoding="utf-8") as out:
-                count = export_log(db, out, wanted)
-            console().print(f"{count} rows written to {output}")
+            count = _export_to_file(db, output, wanted)
+            console().print(f"{count} rows written to {output}", markup=False)
         if wanted is not None and count == 0:
             raise NoSuchCommitment(f"no row of the audit log {db} has the commitment {wanted}")
 

@@ -39,7 +39,7 @@ def register(app: typer.Typer) -> None:
         fresh: bool = typer.Option(
             False, "--fresh", help="start a new run even if one is unfinished"
         ),
-        limit: float | None = typer.Option(None, "--limit", help="items per task"),
+        limit: int | None = typer.Option(None, "--limit", min=1, help="items per task"),
     ) -> None:
         """Run the bundled demo suite: two real models, a derived variant, small tasks."""
         from ggufbench.config import apply_overrides, load_suite

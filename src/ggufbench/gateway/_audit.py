@@ -216,6 +216,8 @@ def _migrate(conn: sqlite3.Connection, path: Path) -> None:
 
 
 def _open_existing(path: Path) -> sqlite3.Connection:
+    if path.is_dir():
+        raise ConfigError(f"{path} is a folder; give the file passed to serve --audit-db")
     if not path.is_file():
         raise ConfigError(f"{path} does not exist; give the file passed to serve --audit-db")
     try:
