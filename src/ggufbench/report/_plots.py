@@ -60,14 +60,19 @@ def _figure(width: float, height: float) -> Figure:
 
 
 def _png(fig: Figure, title: str, alt: str) -> dict[str, Any]:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=DPI, metadata={"Software": None})
-    width = int(fig.get_figwidth() * DPI)
+    """The figure as a base64 PNG of 128 colours: a third of the bytes, the same to the eye."""
+    from PIL import Image  # matplotlib's own dependency
+
+    drawn = io.BytesIO()
+    fig.savefig(drawn, format="png", dpi=DPI)
+    image = Image.open(drawn).convert("RGB").quantize(128, method=Image.Quantize.MEDIANCUT)
+    small = io.BytesIO()
+    image.save(small, format="PNG", optimize=True)
     return {
         "title": title,
         "alt": alt,
-        "width": width,
-        "png": base64.b64encode(buf.getvalue()).decode("ascii"),
+        "width": int(fig.get_figwidth() * DPI),
+        "png": base64.b64encode(small.getvalue()).decode("ascii"),
     }
 
 

@@ -5,9 +5,11 @@
 "use strict";
 (function () {
   const PAGE = 50;
-  const SHORT = 140;
+  const SHORT = 200;
   const $ = (id) => document.getElementById(id);
-  const state = { data: null, task: null, metric: null, base: 0, shown: [], page: 0, search: [] };
+  const state = {
+    data: null, name: "", task: null, metric: null, base: 0, shown: [], page: 0, search: [],
+  };
 
   function el(tag, cls, text) {
     const node = document.createElement(tag);
@@ -65,6 +67,7 @@
   }
 
   function chooseTask(name) {
+    state.name = name;
     state.task = state.data.tasks[name];
     state.search = state.task.items.map(haystack);
     const metrics = state.task.metrics;
@@ -130,7 +133,9 @@
     const rows = state.shown.slice(start, start + PAGE).map((item) => {
       const tr = el("tr", "item");
       tr.dataset.key = item.t + "|" + item.d;
-      const where = state.task.subtasks ? item.t + " #" + item.d : "#" + item.d;
+      const prefix = state.name + "_";
+      const subtask = item.t.startsWith(prefix) ? item.t.slice(prefix.length) : item.t;
+      const where = state.task.subtasks ? subtask + " #" + item.d : "#" + item.d;
       tr.append(el("td", "idx", where));
       const prompt = el("td");
       prompt.append(item.p ? expandable(item.p, true) : el("span", "empty", "prompt not stored"));
