@@ -190,7 +190,11 @@ def _entry(run: _Run, alias: str, model: dict[str, Any]) -> dict[str, Any]:
 
 
 def _check_bench(
-    bench: str, base_run: _Run, base_alias: str, runs: list[_Run], drop: list[tuple[_Run, str]]
+    bench: str,
+    base_run: _Run,
+    base_alias: str,
+    runs: list[_Run],
+    drop: list[tuple[_Run, str, str]],
 ) -> tuple[dict[str, set[tuple[str, Any]]], list[str]]:
     """The item sets of the runs that define ``bench`` as the baseline's run does, and a
     sentence for each run that does not (``drop`` gets those runs)."""
@@ -214,10 +218,9 @@ def _check_bench(
             item_sets[run.label] = set(ids)
         if problem is not None:
             item_sets.pop(run.label, None)
-            drop.append((run, bench))
-            notes.append(
-                f"{bench} is not compared between {base_run.label} and {run.label}: {problem}."
-            )
+            said = f"{bench} is not compared between {base_run.label} and {run.label}: {problem}."
+            drop.append((run, bench, said))
+            notes.append(said)
     return item_sets, notes
 
 
@@ -252,7 +255,7 @@ def compare_runs(paths: list[Path], baseline: str | None = None) -> Comparison:
     }
     notes: list[str] = []
     common: dict[str, set[tuple[str, Any]]] = {}
-    drop: list[tuple[_Run, str]] = []
+    drop: list[tuple[_Run, str, str]] = []
     shared_any = False
     benches = dict.fromkeys(
         b for r in runs for m in r.summary["models"].values() for b in m["benchmarks"]
@@ -281,9 +284,11 @@ def compare_runs(paths: list[Path], baseline: str | None = None) -> Comparison:
         raise ConfigError(
             "these runs share no finished task that is defined the same way; nothing to compare"
         )
-    for run, bench in drop:
+    for run, bench, reason in drop:  # kept in view, without values or a comparison
         for alias in run.summary["models"]:
-            models[f"{run.label}:{alias}"]["benchmarks"].pop(bench, None)
+            benches = models[f"{run.label}:{alias}"]["benchmarks"]
+            if bench in benches:
+                benches[bench] = {"status": "not compared", "error": reason, "metrics": {}}
     summary = {
         "schema_version": 1,
         "run_id": " vs ".join(r.label for r in runs),
@@ -310,4 +315,5 @@ def compare_runs(paths: list[Path], baseline: str | None = None) -> Comparison:
     failed = any(
         e.get("status") == "failed" for m in models.values() for e in m["benchmarks"].values()
     )
-    return Comparison(summary, [r.meta for r in runs], notes, 1 if failed else 0)
+    metas = [r.meta | {"id": r.label, "path": str(r.path)} for r in runs]
+    return Comparison(summary, metas, notes, 1 if failed else 0)

@@ -185,4 +185,4 @@ def _item(
 def encode(data: dict[str, Any]) -> str:
     """gzip + base64 of the JSON, reproducible (no timestamp in the gzip header)."""
     raw = json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-    return base64.b64encode(gzip.compress(raw, compresslevel=9, mtime=0)).decode("ascii")
+    return base64.b64encode(gzip.compress(raw, compresslevel=6, mtime=0)).decode("ascii")
