@@ -78,6 +78,7 @@ def _run_view(meta: dict[str, Any]) -> dict[str, Any]:
     ]
     return {
         "id": meta.get("id", "?"),
+        "path": meta.get("path"),
         "created": meta.get("created", "?"),
         "status": meta.get("status", "?"),
         "machine": machine,
