@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 import json
 import math
+import re
 import warnings
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -107,6 +108,16 @@ class LmEvalBenchmark(_Frozen):
     apply_chat_template: bool = False
     fewshot_as_multiturn: bool = False
     models: list[str] | None = Field(None, min_length=1, description="run only on these aliases")
+    shards: int | Literal["auto"] = Field(
+        1, description="split each task's documents into this many jobs; auto: one per slot"
+    )
+
+    @field_validator("shards", mode="before")
+    @classmethod
+    def _shards(cls, value: Any) -> Any:
+        if value == "auto" or (type(value) is int and value >= 1):
+            return value
+        raise ValueError(f"shards is {value!r}; use a whole number of at least 1, or auto")
 
 
 class JudgeSpec(_Frozen):
@@ -141,12 +152,27 @@ BENCHMARK_KINDS: dict[str, type[_Frozen]] = {
 }
 
 
+RAY_ADDRESS = re.compile(r"auto|(ray://)?[^\s:/]+:\d+")
+
+
 class Execution(_Frozen):
+    executor: Literal["local", "ray"] = Field("local", description="local processes, or Ray")
+    address: str = Field("auto", description="the Ray cluster: auto, host:port, ray://host:10001")
     max_parallel_jobs: int | Literal["auto"] = "auto"
     retries: int = Field(3, ge=0, description="retries of a failed job attempt")
     request_timeout_s: float | Literal["auto"] = "auto"
     job_timeout_s: float | None = Field(None, gt=0, description="wall limit of one attempt")
     on_finish: str | None = Field(None, description="shell command run when the run ends")
+
+    @field_validator("address")
+    @classmethod
+    def _address(cls, value: str) -> str:
+        if not RAY_ADDRESS.fullmatch(value.strip()):
+            raise ValueError(
+                f"'{value}' is not a Ray address; use auto, host:port (the head's GCS port, "
+                "6379 by default) or ray://host:10001"
+            )
+        return value.strip()
 
 
 Benchmark = Annotated[LmEvalBenchmark | ElyzaBenchmark, Field(union_mode="left_to_right")]
