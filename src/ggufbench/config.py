@@ -354,6 +354,8 @@ def apply_overrides(
     models: list[str] | None = None,
     benchmarks: list[str] | None = None,
     limit: float | None = None,
+    executor: str | None = None,
+    address: str | None = None,
 ) -> Suite:
     """The one place command-line options change a suite.
 
@@ -361,6 +363,9 @@ def apply_overrides(
     ConfigError, never a half-checked suite.
     """
     data = suite.model_dump(mode="json")
+    for key, value in (("executor", executor), ("address", address)):
+        if value is not None:
+            data["execution"][key] = value
     keep = {m.alias for m in suite.models}
     if models is not None:
         keep = _named("--models", models, [m.alias for m in suite.models], "model alias")
