@@ -149,10 +149,18 @@ def _pareto(points: list[tuple[float, float, str]], up: bool) -> list[tuple[floa
 def _size_panel(
     ax: Axes, points: list[tuple[float, float, str]], up: bool, style: dict[str, int]
 ) -> None:
-    for size, score, alias in points:
+    x_span = (max(p[0] for p in points) - min(p[0] for p in points)) or 1.0
+    y_span = (max(p[1] for p in points) - min(p[1] for p in points)) or 1.0
+    placed: list[tuple[float, float]] = []
+    for size, score, alias in sorted(points):
         i = style[alias]
         ax.scatter(size, score, color=COLOURS[i % 8], marker=MARKERS[i % 8], s=40, zorder=3)
-        ax.annotate(alias, (size, score), xytext=(5, 4), textcoords="offset points", fontsize=8)
+        near = sum(  # labels of points this close are stacked, not drawn over each other
+            1 for x, y in placed if abs(x - size) < 0.08 * x_span and abs(y - score) < 0.08 * y_span
+        )
+        ax.annotate(alias, (size, score), xytext=(5, 4 - 11 * near), textcoords="offset points",
+                    fontsize=8)  # fmt: skip
+        placed.append((size, score))
     front = _pareto(points, up)
     if len(front) > 1:
         ax.step([p[0] for p in front], [p[1] for p in front], where="post", color="#333333",
@@ -180,7 +188,7 @@ def _size_vs_score(summary: dict[str, Any], style: dict[str, int]) -> dict[str, 
         up = higher_is_better(metric, next((m for m in found.values() if m), None))
         if points:
             panels.append((bench, metric, points, up))
-        if up and all(found.values()):
+        if up and bench != ELYZA and all(m and 0 <= m["value"] <= 1 for m in found.values()):
             tasks_in_average.append(bench)
             for a, m in found.items():
                 averaged[a].append(float(m["value"]))  # type: ignore[index]
@@ -201,8 +209,8 @@ def _size_vs_score(summary: dict[str, Any], style: dict[str, int]) -> dict[str, 
         ax.set_visible(False)
     axes[0].legend(fontsize=8, loc="best")
     note = (
-        f" The average is over the tasks every model finished whose main metric is higher "
-        f"for better: {', '.join(tasks_in_average)}."
+        " The average is over the tasks every model finished whose main metric is a "
+        f"proportion, higher for better: {', '.join(tasks_in_average)}."
         if tasks_in_average
         else ""
     )
