@@ -363,9 +363,9 @@ def apply_overrides(
     ConfigError, never a half-checked suite.
     """
     data = suite.model_dump(mode="json")
-    for key, value in (("executor", executor), ("address", address)):
-        if value is not None:
-            data["execution"][key] = value
+    for key, given in (("executor", executor), ("address", address)):
+        if given is not None:
+            data["execution"][key] = given
     keep = {m.alias for m in suite.models}
     if models is not None:
         keep = _named("--models", models, [m.alias for m in suite.models], "model alias")
