@@ -1,0 +1,36 @@
+"""What the request cache keys of fidelity chunks are made of.
+
+A baseline record's key is the request cache key (ggufbench.cache_key) of the
+baseline's backend with the request :func:`baseline_request`; a variant chunk's key
+is the variant's backend key with :func:`variant_request`, which holds the baseline
+record's key. Both model files' identities (and the llama.cpp build and device of
+each pass) are therefore in every variant key, and a record is never read for
+another text, window, context, k or m.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["BASELINE_KIND", "FORMAT", "VARIANT_KIND", "baseline_request", "variant_request"]
+
+# Bump when records or chunk results are computed or laid out differently.
+FORMAT = 1
+BASELINE_KIND = "fidelity_baseline"
+VARIANT_KIND = "fidelity_variant"
+
+
+def baseline_request(*, text_sha256: str, n_ctx: int, chunk: int, k: int, m: int) -> dict[str, Any]:
+    return {"format": FORMAT, "text": text_sha256, "n_ctx": n_ctx, "chunk": chunk, "k": k, "m": m}
+
+
+def variant_request(
+    *, baseline_key: str, text_sha256: str, n_ctx: int, chunk: int
+) -> dict[str, Any]:
+    return {
+        "format": FORMAT,
+        "baseline": baseline_key,
+        "text": text_sha256,
+        "n_ctx": n_ctx,
+        "chunk": chunk,
+    }
