@@ -123,6 +123,13 @@ def test_plots_are_drawn_or_the_page_says_how_to_get_them(tmp_path, monkeypatch)
     assert "pip install &#39;ggufbench[plots]&#39;" in html
 
 
+def test_a_plot_that_fails_is_named_and_the_others_are_drawn(tmp_path):
+    summary = make_run(tmp_path)
+    summary["models"]["new"]["size_bytes"] = "unknown"  # as a damaged run.json could have it
+    figures, note = plots(summary)
+    assert len(figures) == 3 and note.startswith("Some plots could not be drawn: size against")
+
+
 def test_an_item_costs_at_most_the_stated_characters(tmp_path):
     long = "x" * 50_000
     rows = [{"task": "g", "doc_id": 0, "filter": f, "target": long, "scores": {"em": 0},

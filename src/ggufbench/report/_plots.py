@@ -41,13 +41,22 @@ def plots(summary: dict[str, Any]) -> tuple[list[dict[str, Any]], str | None]:
     except ImportError:
         return [], MISSING
     style = {alias: i for i, alias in enumerate(summary["models"])}
-    drawn = [
-        _scores(summary, style),
-        _size_vs_score(summary, style),
-        _speed(summary, style),
-        _elyza(summary),
-    ]
-    return [d for d in drawn if d is not None], None
+    figures, failed = [], []
+    for name, draw in (
+        ("scores", lambda: _scores(summary, style)),
+        ("size against score", lambda: _size_vs_score(summary, style)),
+        ("speed", lambda: _speed(summary, style)),
+        ("ELYZA scores", lambda: _elyza(summary)),
+    ):
+        try:
+            drawn = draw()
+        except Exception as exc:  # noqa: BLE001 - a plot must never cost the rest of the report
+            failed.append(f"{name} ({type(exc).__name__}: {exc})")
+            continue
+        if drawn is not None:
+            figures.append(drawn)
+    note = f"Some plots could not be drawn: {'; '.join(failed)}." if failed else None
+    return figures, note
 
 
 def _figure(width: float, height: float) -> Figure:
