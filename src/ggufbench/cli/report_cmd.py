@@ -18,13 +18,11 @@ def register(app: typer.Typer) -> None:
         """Rebuild summary.json, report.md and report.html from the run directory, and
         print the summary table."""
         from ggufbench.ledger import Ledger
-        from ggufbench.report import print_summary, write_reports
+        from ggufbench.report import current_status, print_summary, write_reports
         from ggufbench.rundir import RunDir
 
         run = RunDir(run_dir)
-        status = run.meta().get("status", "unknown")
-        if status == "running" and not run.is_live():
-            status = "interrupted"
+        status = current_status(run)
         ledger = Ledger(run.ledger)
         try:
             write_reports(run, ledger, status, baseline)

@@ -10,7 +10,7 @@ from ggufbench.report._compare import Comparison, compare_runs
 from ggufbench.report._html import render_html
 from ggufbench.report._markdown import render
 from ggufbench.report._paired import add_vs_baseline
-from ggufbench.report._summary import build_summary, write_summary
+from ggufbench.report._summary import build_summary, current_status, write_summary
 from ggufbench.report._terminal import print_summary, terminal_table
 from ggufbench.rundir import RunDir
 
@@ -42,6 +42,7 @@ __all__ = [
     "add_vs_baseline",
     "build_summary",
     "compare_runs",
+    "current_status",
     "print_summary",
     "render",
     "render_html",

@@ -23,7 +23,7 @@ from ggufbench.errors import ConfigError
 from ggufbench.ledger import Ledger
 from ggufbench.report._paired import add_vs_baseline
 from ggufbench.report._samples import Items, item_key, item_scores, read_rows
-from ggufbench.report._summary import build_summary
+from ggufbench.report._summary import build_summary, current_status
 from ggufbench.rundir import RunDir, results_file, samples_file
 
 __all__ = ["Comparison", "compare_runs"]
@@ -61,9 +61,7 @@ class Comparison:
 def _load(path: Path) -> _Run:
     run = RunDir(path)
     meta = run.meta()  # a clear error if this is not a run directory
-    status = meta.get("status", "unknown")
-    if status == "running" and not run.is_live():
-        status = "interrupted"
+    status = current_status(run)
     ledger = Ledger(run.ledger)
     try:
         summary = build_summary(run, ledger, status)

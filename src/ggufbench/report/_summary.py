@@ -13,6 +13,12 @@ from ggufbench.rundir import RunDir, results_file, write_json
 SCHEMA_VERSION = 1
 
 
+def current_status(run: RunDir) -> str:
+    """The run's status from run.json; a run left 'running' by a dead process is interrupted."""
+    status = str(run.meta().get("status", "unknown"))
+    return "interrupted" if status == "running" and not run.is_live() else status
+
+
 def build_summary(
     run: RunDir, ledger: Ledger, status: str, baseline: str | None = None
 ) -> dict[str, Any]:
