@@ -73,8 +73,8 @@ NO_LOGLIK = (
     "llama-server cannot score the tokens of a prompt (it returns no prompt "
     "log-probabilities, llama.cpp issue #27174), and forcing the continuation one "
     "token at a time runs llama.cpp's single-token path, whose logits differ from "
-    "batched prompt evaluation by up to about one unit; run loglikelihood tasks with "
-    "runner: llama-cpp"
+    "batched prompt evaluation by up to 2.6 (measured in docs/servers.md); run "
+    "loglikelihood tasks with runner: llama-cpp"
 )
 
 
@@ -272,6 +272,11 @@ class LlamaServerBackend(StreamingBackend):
             parallel=int(model.get("parallel") or 1),
         )
         return cls(launch, identity=model.get("sha256"), **common)
+
+    @property
+    def server(self) -> ServerProcess | None:
+        """The managed server's process (None when attached, or once closed)."""
+        return self._server
 
     # -- what the server says about itself ------------------------------------------
 
