@@ -26,6 +26,8 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Compare models across runs on the items they share: summary.json, report.md and
         report.html in a folder of their own."""
+        from rich.markup import escape
+
         from ggufbench.errors import ConfigError
         from ggufbench.report import compare_runs, print_summary, write_report_files
         from ggufbench.rundir import write_json
@@ -41,6 +43,6 @@ def register(app: typer.Typer) -> None:
         write_report_files(target, comparison.summary, runs[0], comparison.runs)
         shown = console()
         for note in comparison.notes:
-            shown.print(f"[yellow]note:[/] {note}", highlight=False, soft_wrap=True)
+            shown.print(f"[yellow]note:[/] {escape(note)}", highlight=False, soft_wrap=True)
         print_summary(shown, target)
         raise typer.Exit(comparison.exit_code)

@@ -44,18 +44,19 @@ def _cell(summary: dict[str, Any], alias: str, bench: str, metric: str) -> Text:
 def terminal_table(summary: dict[str, Any]) -> Table:
     """Models × tasks on each task's main metric, differences marked by symbol and colour."""
     primary = primary_metrics(summary)
-    table = Table(title=f"{summary.get('run_id', '')}: {summary.get('status', '')}",
-                  caption=LEGEND, show_lines=True)  # fmt: skip
+    # names from the user's files are Text, never read as rich markup
+    title = Text(f"{summary.get('run_id', '')}: {summary.get('status', '')}")
+    table = Table(title=title, caption=LEGEND, show_lines=True)
     table.add_column("model")
     table.add_column("quant")
     table.add_column("size", justify="right")
     for bench, metric in primary.items():
-        table.add_column(f"{bench}\n{metric}")
+        table.add_column(Text(f"{bench}\n{metric}"))
     for alias, model in summary["models"].items():
         name = f"{alias}\n(baseline)" if alias == summary.get("baseline") else alias
         table.add_row(
-            name,
-            model.get("quant") or "–",
+            Text(name),
+            Text(model.get("quant") or "–"),
             size_mib(model.get("size_bytes")),
             *(_cell(summary, alias, b, m) for b, m in primary.items()),
         )
@@ -67,9 +68,12 @@ def print_summary(console: Console, run_dir: Path) -> None:
     try:
         summary = json.loads((run_dir / "summary.json").read_text("utf-8"))
     except (OSError, ValueError):
-        console.print(f"no summary in {run_dir}; rebuild it with: ggufbench report {run_dir}")
+        console.print(
+            f"no summary in {run_dir}; rebuild it with: ggufbench report {run_dir}", markup=False
+        )
         return
     console.print(terminal_table(summary))
     for name in ("summary.json", "report.md", "report.html"):
         if (run_dir / name).is_file():
-            console.print(f"{name}: {run_dir / name}", highlight=False, soft_wrap=True)
+            shown = f"{name}: {run_dir / name}"
+            console.print(shown, markup=False, highlight=False, soft_wrap=True)
