@@ -135,7 +135,7 @@
       tr.dataset.key = item.t + "|" + item.d;
       const prefix = state.name + "_";
       const subtask = item.t.startsWith(prefix) ? item.t.slice(prefix.length) : item.t;
-      const where = state.task.subtasks ? subtask + " #" + item.d : "#" + item.d;
+      const where = state.task.subtasks ? subtask.replace(/_/g, " ") + " #" + item.d : "#" + item.d;
       tr.append(el("td", "idx", where));
       const prompt = el("td");
       prompt.append(item.p ? expandable(item.p, true) : el("span", "empty", "prompt not stored"));
@@ -145,6 +145,12 @@
       state.data.models.forEach((_, i) => tr.append(modelCell(item, i)));
       return tr;
     });
+    if (!rows.length) {
+      const none = el("td", "empty", "No item matches these filters.");
+      none.colSpan = 3 + state.data.models.length;
+      rows.push(el("tr"));
+      rows[0].append(none);
+    }
     body.replaceChildren(...rows);
     const total = state.task.items.length;
     $("explorer-count").textContent =
