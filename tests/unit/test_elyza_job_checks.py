@@ -103,7 +103,7 @@ def test_report_shows_elyza_beside_the_baseline_with_judge_and_failures() -> Non
     }
     text = render(summary_with(judge))
     assert "### elyza_tasks_100 — score" in text
-    assert "| q2 | 2.7500 ± 0.2500 | -0.7500 (±0.3536) * |" in text
+    assert "| q2 | 2.7500 ± 0.2500 | -0.7500 ± 0.3536 [-1.443, -0.057] (independent) |" in text
     assert "## ELYZA-tasks-100" in text
     assert "`SmolLM2-135M-Instruct.Q4_1.gguf` (Q4_1, sha256 `b179c9523d0e6a0f`)" in text
     assert "prompt elyza-1to5-v1" in text
