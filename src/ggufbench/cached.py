@@ -20,6 +20,10 @@ with a deadline for the next answers; the orchestrator kills a worker that
 passes it, and the retry serves everything finished from the cache. The iterator is looked
 up on the backend's class, never forwarded through a wrapper, so a wrapper that
 rewrites answers (the thinking parser) is never bypassed.
+
+The ledger is reached through one interface (:class:`AnswerStore`): a local worker
+reads and writes the run's SQLite file itself; a worker on another machine (Ray)
+reaches it through the driver, which holds the file and commits for it.
 """
 
 from __future__ import annotations
@@ -29,12 +33,11 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from ggufbench.backends._base import Backend, GenRequest, GenResult, LoglikRequest, LoglikResult
 from ggufbench.cache_key import cache_key
-from ggufbench.ledger import Ledger
+from ggufbench.ledger import JobRow, Ledger
 
 FLUSH_S = 0.5  # the longest a computed answer waits for its commit to start
 REPORT_S = 1.0
@@ -45,6 +48,40 @@ LOGLIK_WINDOW = 16  # loglikelihood answers the next deadline covers
 
 Payload = dict[str, Any]
 Row = tuple[str, str, str, Payload, Any]  # key, kind, model identity, request, answer
+
+
+class AnswerStore(Protocol):
+    """The run's ledger as a worker reaches it: the cache, the job and its progress.
+
+    Two implementations: :class:`~ggufbench.ledger.Ledger`, the SQLite file itself (local
+    workers), and the Ray executor's store, whose every call is served by the driver
+    (:mod:`ggufbench.executors._relay`). Writes carry the run's owner token.
+    """
+
+    def cache_get(self, keys: Sequence[str]) -> dict[str, Any]: ...
+
+    def cache_put(self, owner: str, rows: Sequence[Row]) -> None: ...
+
+    def progress(
+        self, owner: str, job_id: str, done: int, total: int, deadline: float | None
+    ) -> None: ...
+
+    def job(self, job_id: str) -> JobRow: ...
+
+    def record_place(self, owner: str, job_id: str, n: int, place: dict[str, Any]) -> None: ...
+
+    def finish_job(self, owner: str, job_id: str, result: dict[str, Any]) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def _for_thread(store: AnswerStore) -> tuple[AnswerStore, Callable[[], None]]:
+    """``store`` as another thread may use it, and how to let it go: a SQLite connection
+    belongs to the thread that opened it, so that thread opens its own."""
+    if isinstance(store, Ledger):
+        own = Ledger(store.path)
+        return own, own.close
+    return store, lambda: None
 
 
 @dataclass
@@ -102,7 +139,7 @@ class CachedBackend:
     def __init__(
         self,
         backend: Backend,
-        ledger: Ledger,
+        ledger: AnswerStore,
         owner: str,
         job_id: str,
         timing: Timing | None = None,
@@ -113,7 +150,7 @@ class CachedBackend:
         self.job_id = job_id
         self.timing = timing or Timing()
         self.counts = Counts()
-        self._commits = _Commits(ledger.path, owner, self._committed)
+        self._commits = _Commits(ledger, owner, self._committed)
         self._lock = threading.Lock()  # progress is written from two threads
         self._last_report = 0.0
         self._deadline: float | None = None
@@ -223,13 +260,13 @@ class CachedBackend:
             self._deadline = deadline
             self._write_progress(self.ledger)
 
-    def _committed(self, ledger: Ledger, n: int) -> None:
+    def _committed(self, ledger: AnswerStore, n: int) -> None:
         """``n`` more answers are in the ledger (called on the committing thread)."""
         with self._lock:
             self._done += n
             self._write_progress(ledger)
 
-    def _write_progress(self, ledger: Ledger) -> None:
+    def _write_progress(self, ledger: AnswerStore) -> None:
         """Under ``_lock``, so a later write never carries older figures."""
         ledger.progress(self.owner, self.job_id, self._done, self._total, self._deadline)
 
@@ -240,15 +277,17 @@ class _Commits:
     While a call computes more than one answer, a thread commits them, all that
     are buffered in one transaction, once the oldest has waited ``FLUSH_S``; so
     an answer never waits for the next one or for the rest of a batch, and kill
-    -9 loses at most that much. The thread has its own connection (a sqlite
-    connection belongs to the thread that opened it); every write checks the
+    -9 loses at most that much. The thread has its own connection to a SQLite
+    ledger (:func:`_for_thread`); every write checks the
     owner token, and an error there (``NotOwner``) reaches the caller at its next
     answer. ``stop`` ends the thread and commits what is left on the caller's
     connection.
     """
 
-    def __init__(self, path: Path, owner: str, committed: Callable[[Ledger, int], None]) -> None:
-        self.path = path
+    def __init__(
+        self, store: AnswerStore, owner: str, committed: Callable[[AnswerStore, int], None]
+    ) -> None:
+        self.store = store
         self.owner = owner
         self.committed = committed
         self._rows: list[tuple[Row, int]] = []
@@ -272,7 +311,7 @@ class _Commits:
                 self._cond.notify()
             self._rows.append((row, n))
 
-    def stop(self, ledger: Ledger) -> None:
+    def stop(self, ledger: AnswerStore) -> None:
         with self._cond:
             thread, self._thread = self._thread, None
             self._stopping = True
@@ -283,19 +322,19 @@ class _Commits:
         self._commit(ledger, rows)
 
     def _loop(self) -> None:
-        ledger: Ledger | None = None
+        opened: tuple[AnswerStore, Callable[[], None]] | None = None
         rows: list[tuple[Row, int]] | None = None
         try:
             while (rows := self._due()) is not None:
-                ledger = ledger or Ledger(self.path)
-                self._commit(ledger, rows)
+                opened = opened or _for_thread(self.store)
+                self._commit(opened[0], rows)
         except BaseException as exc:  # the caller commits what is left, or meets the error
             with self._cond:
                 self._rows[:0] = rows or []
                 self._error = exc
         finally:
-            if ledger is not None:
-                ledger.close()
+            if opened is not None:
+                opened[1]()
 
     def _due(self) -> list[tuple[Row, int]] | None:
         """All buffered rows once the oldest has waited FLUSH_S; None when stopping."""
@@ -308,7 +347,7 @@ class _Commits:
                 self._cond.wait(wait)
             return None
 
-    def _commit(self, ledger: Ledger, rows: list[tuple[Row, int]]) -> None:
+    def _commit(self, ledger: AnswerStore, rows: list[tuple[Row, int]]) -> None:
         """Commit ``rows`` in one transaction, empty the list, then count them done."""
         if rows:
             ledger.cache_put(self.owner, [row for row, _ in rows])

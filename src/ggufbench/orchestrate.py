@@ -12,15 +12,16 @@ from pathlib import Path
 from rich.console import Console
 from rich.markup import escape
 
-from ggufbench.config import Suite
+from ggufbench.config import Suite, apply_overrides
 from ggufbench.errors import ConfigError
+from ggufbench.executors import WORKER_CMD, Executor, make_executor, worker_env
 from ggufbench.ledger import Ledger
-from ggufbench.plan import model_settings, plan
+from ggufbench.plan import model_settings, new_jobs, plan
 from ggufbench.preflight import Report, check
 from ggufbench.report import write_reports
 from ggufbench.resources import probe
 from ggufbench.rundir import RunDir, create_run, created_here, creator, find_unfinished
-from ggufbench.scheduler import Scheduler, Settings, worker_env
+from ggufbench.scheduler import Scheduler, Settings
 from ggufbench.spare import Spare
 from ggufbench.status import StatusWriter
 from ggufbench.view import ProgressView
@@ -42,42 +43,49 @@ def preflight(suite: Suite, console: Console) -> Report:
 
 
 def run_suite(suite: Suite, console: Console, *, fresh: bool = False) -> int:
-    with _spare() as spare:  # the first worker imports while the preflight runs
+    with _spare(suite) as spare:  # the first worker imports while the preflight runs
         report = preflight(suite, console)
-        run = None if fresh else find_unfinished(suite)
-        if run is not None:
-            console.print(
-                f"resuming the unfinished run {escape(str(run.path))} "
-                "(use --fresh to start a new one)"
-            )
-        else:
-            run = create_run(suite)
-            console.print(f"new run: {escape(str(run.path))}")
-        # on_finish comes from the suite file this user gave: it runs
-        return drive(run, suite, report, console, spare=spare, own_hook=True)
+        with _executor(suite, spare) as executor:  # an unreachable cluster: nothing started
+            run = None if fresh else find_unfinished(suite)
+            if run is not None:
+                console.print(
+                    f"resuming the unfinished run {run.path} (use --fresh to start a new one)"
+                )
+            else:
+                run = create_run(suite)
+                console.print(f"new run: {run.path}")
+            # on_finish comes from the suite file this user gave: it runs
+            return drive(run, suite, report, console, executor, own_hook=True)
 
 
-def resume_run(path: Path, console: Console) -> int:
+def resume_run(
+    path: Path, console: Console, *, executor: str | None = None, address: str | None = None
+) -> int:
+    """Resume a run, on the executor it ran on unless ``executor`` or ``address`` is given."""
     run = RunDir(path)
     meta = run.meta()  # a clear error if this is not a run directory
-    suite = run.suite()
-    with _spare() as spare:
+    suite = apply_overrides(run.suite(), executor=executor, address=address)
+    with _spare(suite) as spare:
         report = preflight(suite, console)
-        console.print(f"resuming {escape(str(run.path))}")
-        return drive(
-            run,
-            suite,
-            report,
-            console,
-            retry_failed=True,
-            spare=spare,
-            own_hook=created_here(meta),  # another's run directory never runs their command
-        )
+        with _executor(suite, spare) as chosen:
+            console.print(f"resuming {run.path}")
+            return drive(
+                run,
+                suite,
+                report,
+                console,
+                chosen,
+                retry_failed=True,
+                own_hook=created_here(meta),  # another's run directory never runs their command
+            )
 
 
 @contextmanager
-def _spare() -> Iterator[Spare]:
-    spare = Spare(Settings().worker_cmd, worker_env())
+def _spare(suite: Suite) -> Iterator[Spare | None]:
+    if suite.execution.executor != "local":
+        yield None  # jobs run elsewhere
+        return
+    spare = Spare(WORKER_CMD, worker_env())
     spare.start()
     try:
         yield spare
@@ -85,14 +93,23 @@ def _spare() -> Iterator[Spare]:
         spare.close()
 
 
+@contextmanager
+def _executor(suite: Suite, spare: Spare | None) -> Iterator[Executor]:
+    executor = make_executor(suite.execution, probe(), spare)
+    try:
+        yield executor
+    finally:
+        executor.close()
+
+
 def drive(
     run: RunDir,
     suite: Suite,
     report: Report,
     console: Console,
+    executor: Executor,
     *,
     retry_failed: bool = False,
-    spare: Spare | None = None,
     own_hook: bool = False,
 ) -> int:
     run.lock()
@@ -101,16 +118,16 @@ def drive(
     stale = ledger.interrupt_running("the process driving this run stopped before it ended")
     if stale:
         console.print(f"{stale} attempt(s) of the previous process were interrupted; continuing")
-    ledger.add_jobs(plan(suite))
+    known = {job.id for job in ledger.jobs()}
+    ledger.add_jobs(new_jobs(plan(suite, auto_shards=executor.slots()), known))
     if retry_failed:
         ledger.db.execute("UPDATE jobs SET status='pending', error=NULL WHERE status='failed'")
     run.update_meta(status="running", pid=os.getpid(), models=report.models)
-    settings = _settings(suite, report)
-    machine = probe()
+    executor.attach(run.path, owner)
     writer = StatusWriter(run, ledger)
     with ProgressView(console, ledger) as view:
         scheduler = Scheduler(
-            run, ledger, owner, machine, settings, listener=view.event, spare=spare
+            run, ledger, owner, executor, _settings(suite, report), listener=view.event
         )
         scheduler.install_signals()
 
@@ -125,7 +142,7 @@ def drive(
     ledger.close()
     run.unlock()
     _on_finish(suite, run, status, console, own_hook)
-    console.print(f"run {status}: {escape(str(run.path / 'summary.json'))} and {escape(str(path))}")
+    console.print(f"run {status}: {run.path / 'summary.json'} and {path}")
     return EXIT_CODES.get(status, 1)
 
 
@@ -133,13 +150,14 @@ def _settings(suite: Suite, report: Report) -> Settings:
     ex = suite.execution
     timeout = None if ex.request_timeout_s == "auto" else float(ex.request_timeout_s)
     wants_gpu = {m.alias: model_settings(suite, m)["n_gpu_layers"] != 0 for m in suite.models}
+    sha256 = {alias: info["sha256"] for alias, info in report.models.items() if "sha256" in info}
     return Settings(
         retries=ex.retries,
-        max_parallel=ex.max_parallel_jobs,
         job_timeout_s=ex.job_timeout_s,
         request_timeout_s=timeout,
         footprints=report.footprints,
         wants_gpu=wants_gpu,
+        sha256=sha256,
     )
 
 

@@ -3,6 +3,14 @@
 A job is one model on one benchmark (one lm-eval task, or ELYZA). Its spec is
 plain JSON holding everything a worker needs, so a job can be shipped to another
 process or another machine as it is.
+
+An lm-eval task with ``shards: N`` is also split into N shard jobs
+(``alias/task#2-of-N``), each computing the answers of one range of every
+(sub)task's documents, so that one large task runs on many nodes at once. The
+job itself starts once its shards have ended: lm-eval then scores all documents
+once, its answers served from the ledger, exactly as an unsharded run would
+(a shard that failed leaves its documents to the job). A shard's spec names its
+``shard`` (index, count) and ``parent``; the job's spec lists its ``shards``.
 """
 
 from __future__ import annotations
@@ -38,7 +46,13 @@ def job_id(alias: str, benchmark: str) -> str:
     return f"{alias}/{benchmark}"
 
 
-def plan(suite: Suite) -> list[JobRow]:
+def shard_id(parent: str, index: int, count: int) -> str:
+    return f"{parent}#{index + 1}-of-{count}"
+
+
+def plan(suite: Suite, auto_shards: int = 1) -> list[JobRow]:
+    """The suite's jobs; ``shards: auto`` means ``auto_shards`` (what the executor can run at
+    once). Shards come before their job, so a job's own row is the last of its name."""
     jobs: list[JobRow] = []
     for model in suite.models:
         settings = model_settings(suite, model)
@@ -47,7 +61,38 @@ def plan(suite: Suite) -> list[JobRow]:
                 continue
             body = json.loads(spec.model_dump_json(exclude={"models"}))
             names = spec.tasks if kind == "lm_eval" else [kind]
+            count = _shard_count(getattr(spec, "shards", 1), auto_shards)
             for name in names:
-                job_spec = {"model": settings, "benchmark": body, "name": name}
-                jobs.append(JobRow(job_id(model.alias, name), model.alias, name, kind, job_spec))
+                job_spec: dict[str, Any] = {"model": settings, "benchmark": body, "name": name}
+                jid = job_id(model.alias, name)
+                if count > 1:
+                    ids = [shard_id(jid, i, count) for i in range(count)]
+                    for i, sid in enumerate(ids):
+                        shard = {**job_spec, "shard": [i, count], "parent": jid}
+                        jobs.append(JobRow(sid, model.alias, name, kind, shard))
+                    job_spec["shards"] = ids
+                jobs.append(JobRow(jid, model.alias, name, kind, job_spec))
     return jobs
+
+
+def _shard_count(shards: int | str, auto: int) -> int:
+    return max(1, auto if shards == "auto" else int(shards))
+
+
+def new_jobs(planned: list[JobRow], known: set[str]) -> list[JobRow]:
+    """The planned jobs a run's ledger does not hold yet, less the shards of jobs it holds:
+    a job keeps the shards it was planned with (``auto`` may count differently later)."""
+    return [
+        job
+        for job in planned
+        if job.id not in known and not (is_shard(job) and job.spec["parent"] in known)
+    ]
+
+
+def is_shard(job: JobRow) -> bool:
+    return "shard" in job.spec
+
+
+def shards_of(job: JobRow) -> list[str]:
+    """The ids of a sharded job's shards, which end before it starts."""
+    return list(job.spec.get("shards") or [])

@@ -100,18 +100,23 @@ class Budget:
         self.gpu_free = {g.index: int(g.free_bytes * MEMORY_HEADROOM) for g in machine.gpus}
         self.used_ram = 0
 
-    def take(self, footprint: int, wants_gpu: bool, alone: bool) -> tuple[bool, int | None]:
-        """Reserve memory for a job; (ok, gpu index). A job alone always starts."""
+    def choose(self, footprint: int, wants_gpu: bool, alone: bool) -> tuple[bool, int | None]:
+        """Whether a job fits now, and on which GPU; nothing is reserved. A job alone fits."""
         if wants_gpu and self.gpu_free:
             best = max(self.gpu_free, key=lambda i: self.gpu_free[i])
-            if self.gpu_free[best] >= footprint or alone:
-                self.gpu_free[best] -= footprint
-                return True, best
+            return self.gpu_free[best] >= footprint or alone, best
+        return self.used_ram + footprint <= self.ram or alone, None
+
+    def take(self, footprint: int, wants_gpu: bool, alone: bool) -> tuple[bool, int | None]:
+        """Reserve memory for a job; (ok, gpu index). A job alone always starts."""
+        ok, gpu = self.choose(footprint, wants_gpu, alone)
+        if not ok:
             return False, None
-        if self.used_ram + footprint <= self.ram or alone:
+        if gpu is not None:
+            self.gpu_free[gpu] -= footprint
+        else:
             self.used_ram += footprint
-            return True, None
-        return False, None
+        return True, gpu
 
     def give(self, footprint: int, gpu: int | None) -> None:
         if gpu is not None:

@@ -1,61 +1,46 @@
-"""The orchestrator loop: start workers, watch them, retry, stop cleanly.
+"""The orchestrator loop: start attempts, watch them, retry, stop cleanly.
 
-One worker process per running job. A job attempt ends in one of four ways:
-done (the worker wrote its result), failed (retried with exponential backoff up
-to ``execution.retries`` times per driver, so a resumed job has its full budget
-again; a permanent error such as a missing task is not retried), timed out (its
-deadline or the job limit passed: killed, then retried), or interrupted (Ctrl-C,
-SIGTERM: the job goes back to pending and resume picks it up). Nothing here
-assumes one machine: a job is plain JSON in the ledger, and a worker needs only
-the run directory and the job id.
+A job attempt ends in one of four ways: done (the worker wrote its result),
+failed (retried with exponential backoff up to ``execution.retries`` times per
+driver, so a resumed job has its full budget again; a permanent error such as a
+missing task is not retried), timed out (its deadline or the job limit passed:
+killed, then retried), or interrupted (Ctrl-C, SIGTERM: the job goes back to
+pending and resume picks it up). Where attempts run is the executor's business
+(:mod:`ggufbench.executors`: local processes or Ray tasks); this loop, the
+retries, the deadlines and the ledger are the same for every executor. A job is
+plain JSON in the ledger, and a worker needs only the job and a way to the
+ledger.
+
+A sharded job (:mod:`ggufbench.plan`) starts once its shards have ended.
 """
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
+from ggufbench.executors import Ending, Executor, Handle, Order
 from ggufbench.ledger import JobRow, Ledger
-from ggufbench.resources import Budget, Machine, slots, threads_per_job
+from ggufbench.plan import is_shard, shards_of
 from ggufbench.rundir import RunDir
-from ggufbench.spare import Spare
-from ggufbench.worker import ERROR_PREFIX, EXIT_NOT_OWNER, EXIT_USER_ERROR
 
 BACKOFF_BASE_S = 1.0
 BACKOFF_MAX_S = 60.0
 TERM_GRACE_S = 5.0
-
-
-@dataclass
-class Running:
-    job: JobRow
-    attempt: int
-    proc: subprocess.Popen[bytes]
-    log: Path
-    started: float
-    footprint: int
-    gpu: int | None
+ENDED = ("done", "failed", "skipped")
 
 
 @dataclass
 class Settings:
     retries: int = 3
-    max_parallel: int | str = "auto"
     job_timeout_s: float | None = None
     request_timeout_s: float | None = None  # None: deadlines the worker derives
     footprints: dict[str, int] = field(default_factory=dict)  # by job id, else model alias
-    wants_gpu: dict[str, bool] = field(default_factory=dict)
-    # The worker program; tests put a scripted fake worker here.
-    worker_cmd: list[str] = field(
-        default_factory=lambda: [sys.executable, "-m", "ggufbench.worker"]
-    )
+    wants_gpu: dict[str, bool] = field(default_factory=dict)  # by model alias
+    sha256: dict[str, str] = field(default_factory=dict)  # the run's model files, by alias
 
 
 Listener = Callable[[str, dict[str, Any]], None]
@@ -67,23 +52,20 @@ class Scheduler:
         run: RunDir,
         ledger: Ledger,
         owner: str,
-        machine: Machine,
+        executor: Executor,
         settings: Settings,
         listener: Listener | None = None,
-        spare: Spare | None = None,
     ) -> None:
         self.run = run
         self.ledger = ledger
         self.owner = owner
-        self.machine = machine
+        self.executor = executor
         self.settings = settings
         self.listen = listener or (lambda event, data: None)
-        self.running: dict[str, Running] = {}
+        self.running: dict[str, Handle] = {}
+        self.placed: set[str] = set()  # jobs whose attempt said where it runs
         self.not_before: dict[str, float] = {}
         self.stop_signal: int | None = None
-        self.budget = Budget(machine)
-        # A spare must run the same program as a fresh worker would.
-        self.spare = spare if spare and spare.worker_cmd == settings.worker_cmd else None
 
     # -- signals ---------------------------------------------------------
     def _on_signal(self, signum: int, _frame: Any) -> None:
@@ -99,8 +81,7 @@ class Scheduler:
         try:
             return self._loop(tick)
         finally:
-            if self.spare is not None:
-                self.spare.close()
+            self.executor.close()
 
     def _loop(self, tick: Callable[[], None]) -> str:
         while True:
@@ -117,83 +98,96 @@ class Scheduler:
             time.sleep(0.2)
 
     def _start_ready(self) -> None:
-        limit = slots(self.machine, self.settings.max_parallel)
         now = time.time()
-        for job in self.ledger.jobs():
-            if len(self.running) >= limit:
-                return
+        jobs = self.ledger.jobs()
+        status = {j.id: j.status for j in jobs}
+        for job in jobs:
             if job.status != "pending" or job.id in self.running:
                 continue
             if self.not_before.get(job.id, 0) > now:
                 continue
-            footprints = self.settings.footprints
-            footprint = footprints.get(job.id, footprints.get(job.model, 0))
-            wants_gpu = self.settings.wants_gpu.get(job.model, False)
-            ok, gpu = self.budget.take(footprint, wants_gpu, alone=not self.running)
-            if not ok:
-                return  # wait for memory to free up; keep the plan's order
-            self._start(job, footprint, gpu, threads_per_job(self.machine, limit))
+            if any(status.get(shard, "done") not in ENDED for shard in shards_of(job)):
+                continue  # a sharded job starts once its shards have ended
+            if not self._start(job):
+                return  # no room now; keep the plan's order
 
-    def _start(self, job: JobRow, footprint: int, gpu: int | None, threads: int) -> None:
+    def _start(self, job: JobRow) -> bool:
+        footprints = self.settings.footprints
+        footprint = footprints.get(job.id, footprints.get(job.model, 0))
+        wants_gpu = self.settings.wants_gpu.get(job.model, False)
+        if not self.executor.has_room(footprint, wants_gpu, alone=not self.running):
+            return False  # wait for room to free up
         attempt = self.ledger.start_attempt(job.id, self.owner, "")
         log = self.run.log_path(job.id, attempt)
         log.parent.mkdir(parents=True, exist_ok=True)
-        args = [str(self.run.path), job.id, self.owner, "--threads", str(threads)]
-        if self.settings.request_timeout_s:
-            args += ["--request-timeout", str(self.settings.request_timeout_s)]
-        own_env = {} if gpu is None else {"CUDA_VISIBLE_DEVICES": str(gpu)}
-        proc = self.spare.take(args, own_env, log) if self.spare is not None else None
-        if proc is None:
-            with open(log, "ab") as fh:
-                proc = subprocess.Popen(
-                    [*self.settings.worker_cmd, *args],
-                    stdout=fh,
-                    stderr=subprocess.STDOUT,
-                    env={**worker_env(), **own_env},
-                    stdin=subprocess.DEVNULL,
-                )
+        order = Order(
+            job=self.ledger.job(job.id),
+            attempt=attempt,
+            owner=self.owner,
+            log=log,
+            footprint=footprint,
+            wants_gpu=wants_gpu,
+            request_timeout_s=self.settings.request_timeout_s,
+            sha256=self.settings.sha256.get(job.model),
+        )
+        handle = self.executor.start(order, alone=not self.running)
         self.ledger.db.execute(
             "UPDATE attempts SET pid=?, log=? WHERE job_id=? AND n=?",
-            (proc.pid, str(log.relative_to(self.run.path)), job.id, attempt),
+            (handle.pid, str(log.relative_to(self.run.path)), job.id, attempt),
         )
-        self.running[job.id] = Running(job, attempt, proc, log, time.time(), footprint, gpu)
-        self.listen("start", {"job": job.id, "attempt": attempt, "pid": proc.pid})
-        if self.spare is not None and any(j.status == "pending" for j in self.ledger.jobs()):
-            self.spare.start()  # the next job's worker imports while this one runs
+        self.running[job.id] = handle
+        self.placed.discard(job.id)
+        data = {"job": job.id, "attempt": attempt, "pid": handle.pid, "node": handle.node}
+        self.listen("start", data)
+        if any(j.status == "pending" for j in self.ledger.jobs()):
+            self.executor.expect_more()
+        return True
 
     # -- endings ---------------------------------------------------------
     def _reap(self) -> None:
-        for job_id, run in list(self.running.items()):
-            code = run.proc.poll()
-            if code is None:
+        for job_id, handle in list(self.running.items()):
+            if handle.node and job_id not in self.placed:
+                self.placed.add(job_id)
+                self.listen(
+                    "placed",
+                    {
+                        "job": job_id,
+                        "attempt": handle.order.attempt,
+                        "node": handle.node,
+                        "pid": handle.pid,
+                    },
+                )
+            ending = self.executor.poll(handle)
+            if ending is None:
                 continue
-            self._release(job_id)
-            status = self.ledger.job(job_id).status
-            if code == 0 and status == "done":
-                self.ledger.end_attempt(job_id, run.attempt, "done")
-                self.listen("done", {"job": job_id, "attempt": run.attempt})
+            del self.running[job_id]
+            if ending.finished and self.ledger.job(job_id).status == "done":
+                self.ledger.end_attempt(job_id, handle.order.attempt, "done")
+                self.listen("done", {"job": job_id, "attempt": handle.order.attempt})
                 continue
-            reason, permanent = _reason(code, run.log)
-            self._fail(run, reason, permanent)
+            if ending.finished:
+                ending = Ending(False, "the worker ended without writing its result")
+            self._fail(handle, ending.reason, ending.permanent)
 
     def _enforce_deadlines(self) -> None:
         now = time.time()
-        for job_id, run in list(self.running.items()):
+        for job_id, handle in list(self.running.items()):
             job = self.ledger.job(job_id)
             limit = self.settings.job_timeout_s
-            if limit and now - run.started > limit:
+            started = handle.started
+            if limit and started is not None and now - started > limit:
                 reason = f"the attempt ran past job_timeout_s={limit:g} and was stopped"
             elif job.deadline and now > job.deadline:
                 reason = "a request ran past its deadline (the backend hung or is too slow)"
             else:
                 continue
-            _kill(run.proc)
-            self._release(job_id)
-            self._fail(run, reason, permanent=False)
+            self.executor.kill(handle)
+            del self.running[job_id]
+            self._fail(handle, reason, permanent=False)
 
-    def _fail(self, run: Running, reason: str, permanent: bool) -> None:
-        job_id = run.job.id
-        self.ledger.end_attempt(job_id, run.attempt, "failed", reason)
+    def _fail(self, handle: Handle, reason: str, permanent: bool) -> None:
+        job_id, attempt = handle.order.job.id, handle.order.attempt
+        self.ledger.end_attempt(job_id, attempt, "failed", reason)
         # Only this driver's failures count: a resumed job gets its full budget again.
         failures = sum(
             1
@@ -202,78 +196,26 @@ class Scheduler:
         )
         if permanent or failures > self.settings.retries:
             self.ledger.update_job(job_id, status="failed", error=reason)
-            self.listen("failed", {"job": job_id, "attempt": run.attempt, "error": reason})
+            self.listen("failed", {"job": job_id, "attempt": attempt, "error": reason})
             return
         delay = min(BACKOFF_MAX_S, BACKOFF_BASE_S * 2 ** (failures - 1))
         self.not_before[job_id] = time.time() + delay
         self.ledger.update_job(job_id, status="pending", error=reason)
-        self.listen(
-            "retry", {"job": job_id, "attempt": run.attempt, "error": reason, "delay": delay}
-        )
-
-    def _release(self, job_id: str) -> None:
-        run = self.running.pop(job_id)
-        self.budget.give(run.footprint, run.gpu)
+        self.listen("retry", {"job": job_id, "attempt": attempt, "error": reason, "delay": delay})
 
     def _stop_all(self) -> None:
-        for run in self.running.values():
-            if run.proc.poll() is None:
-                run.proc.send_signal(signal.SIGTERM)
-        deadline = time.time() + TERM_GRACE_S
-        for run in self.running.values():
-            try:
-                run.proc.wait(timeout=max(0.1, deadline - time.time()))
-            except subprocess.TimeoutExpired:
-                _kill(run.proc)
-        for job_id, run in list(self.running.items()):
-            self.ledger.end_attempt(job_id, run.attempt, "interrupted", "stopped by a signal")
+        self.executor.stop(list(self.running.values()), TERM_GRACE_S)
+        for job_id, handle in list(self.running.items()):
+            attempt = handle.order.attempt
+            self.ledger.end_attempt(job_id, attempt, "interrupted", "stopped by a signal")
             if self.ledger.job(job_id).status != "done":
                 self.ledger.update_job(job_id, status="pending")
-            self._release(job_id)
-
-
-def worker_env() -> dict[str, str]:
-    """The environment of every worker, spares included."""
-    return dict(os.environ, PYTHONUNBUFFERED="1", TOKENIZERS_PARALLELISM="false")
-
-
-def _kill(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.kill()
-        proc.wait()
-
-
-def _reason(code: int, log: Path) -> tuple[str, bool]:
-    """Why a worker ended badly, and whether retrying cannot help."""
-    tail = _log_tail(log)
-    said = [line[len(ERROR_PREFIX) :] for line in tail if line.startswith(ERROR_PREFIX)]
-    if code == EXIT_USER_ERROR and said:
-        return said[-1], True
-    if code == EXIT_NOT_OWNER:
-        return "the worker lost ownership of the run", False
-    if said:
-        return said[-1], False
-    if code < 0:
-        name = (
-            signal.Signals(-code).name if -code in signal.Signals._value2member_map_ else str(-code)
-        )
-        hint = " (out of memory?)" if name == "SIGKILL" else ""
-        return f"the worker died from {name}{hint}", False
-    last = next((line for line in reversed(tail) if line.strip()), "no output")
-    return f"the worker exited with code {code}: {last.strip()[:300]}", False
-
-
-def _log_tail(log: Path, size: int = 8192) -> list[str]:
-    try:
-        with open(log, "rb") as fh:
-            fh.seek(max(0, log.stat().st_size - size))
-            return fh.read().decode("utf-8", "replace").splitlines()
-    except OSError:
-        return []
+        self.running.clear()
 
 
 def outcome(jobs: list[JobRow]) -> str:
-    statuses = {j.status for j in jobs}
+    """The run's status from its jobs' (a shard is part of its job, which speaks for it)."""
+    statuses = {j.status for j in jobs if not is_shard(j)}
     if statuses <= {"done", "skipped"}:
         return "done"
     if "done" in statuses:

@@ -76,7 +76,10 @@ class ProgressView:
     def event(self, kind: str, data: dict[str, Any]) -> None:
         job, attempt = data.get("job"), data.get("attempt")
         if kind == "start":
-            line = f"started  {job} (attempt {attempt}, pid {data.get('pid')})"
+            pid = data.get("pid")
+            line = f"started  {job} (attempt {attempt}" + (f", pid {pid})" if pid else ")")
+        elif kind == "placed":
+            line = f"running  {job} (attempt {attempt}) on {data.get('node')}"
         elif kind == "done":
             line = f"[green]done[/]     {job}"
         elif kind == "retry":

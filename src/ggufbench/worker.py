@@ -7,11 +7,17 @@ against the run's owner token, so it can never write into a run that another
 process has taken over.
 
 A spare (``--standby``, :mod:`ggufbench.spare`) imports first and reads its job's
-arguments, environment and log file from stdin.
+arguments, environment and log file from stdin. On Ray the same attempt runs
+inside a task (:mod:`ggufbench.executors._ray_task`), with a ledger that lives
+on the driver and a scratch folder for the job's files.
+
+Before the first request the worker checks the model file it sees against the
+run's record (its sha256, cached per machine): a missing or different file fails
+the attempt with a sentence that names the node and the path.
 
 Exit codes: 0 done; 3 an error retrying cannot fix (last line 'ggufbench-error: ...');
-4 no longer the run's owner; 5 a backend error worth retrying; 130 interrupted;
-anything else a crash.
+4 no longer the run's owner; 5 a backend error worth retrying; 6 the model file on
+this node is missing or differs from the run's; 130 interrupted; anything else a crash.
 """
 
 from __future__ import annotations
@@ -20,20 +26,32 @@ import argparse
 import json
 import os
 import signal
+import socket
 import sys
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
+
+from ggufbench.errors import ModelFileError
+from ggufbench.executors._base import (
+    ERROR_PREFIX,
+    EXIT_BACKEND_ERROR,
+    EXIT_NODE_FILE,
+    EXIT_NOT_OWNER,
+    EXIT_USER_ERROR,
+)
 
 if TYPE_CHECKING:
-    from ggufbench.ledger import Ledger
+    from ggufbench.cached import AnswerStore
 
-ERROR_PREFIX = "ggufbench-error: "
-EXIT_USER_ERROR = 3
-EXIT_NOT_OWNER = 4
-EXIT_BACKEND_ERROR = 5
+__all__ = ["ERROR_PREFIX", "EXIT_BACKEND_ERROR", "EXIT_NOT_OWNER", "EXIT_USER_ERROR", "attempt"]
+
+
+class NodeFileError(ModelFileError):
+    """A job's model file is missing on this node, or differs from the run's record."""
 
 
 def _watch_parent(parent: int) -> None:
@@ -116,45 +134,94 @@ def _raw_backend(model: dict[str, Any], threads: int | None) -> Any:
 
 
 def run_job(
-    run_dir: Path, job_id: str, owner: str, threads: int | None, timeout: float | None
+    run_dir: Path,
+    job_id: str,
+    owner: str,
+    threads: int | None,
+    timeout: float | None,
+    *,
+    store: AnswerStore | None = None,
+    sha256: str | None = None,
+    node: str | None = None,
 ) -> None:
+    """Run one attempt of a job. ``store``: the run's ledger as this worker reaches it (by
+    default the run directory's SQLite file); ``sha256``: the run's record of the model file;
+    ``node``: this machine's name in errors and in the ledger (by default its host name)."""
     from ggufbench.benchmarks import run_benchmark
     from ggufbench.benchmarks._job import JobContext
     from ggufbench.cached import CachedBackend, Timing
     from ggufbench.ledger import Ledger
 
-    ledger = Ledger(run_dir / "ledger.sqlite")
-    job = ledger.job(job_id)
-    _record_place(ledger, owner, job_id, job.attempts, job.spec["model"])
-    backend = make_backend(job.spec["model"], threads)
+    ledger: AnswerStore = store or Ledger(run_dir / "ledger.sqlite")
     try:
-        cached = CachedBackend(backend, ledger, owner, job_id, Timing(fixed_s=timeout))
-        ctx = JobContext(
-            run_dir,
-            job_id,
-            job.model,
-            job.benchmark,
-            job.spec,
-            ledger,
-            owner,
-            cached,
-            extra={"threads": threads},
-        )
-        result = run_benchmark(job.kind, ctx)
-        result["identity"] = backend.info.identity
-        ledger.finish_job(owner, job_id, result)
+        job = ledger.job(job_id)
+        node = node or socket.gethostname()
+        _record_place(ledger, owner, job_id, job.attempts, job.spec, node)
+        check_files(job.spec, sha256, node)
+        backend = make_backend(job.spec["model"], threads)
+        try:
+            cached = CachedBackend(backend, ledger, owner, job_id, Timing(fixed_s=timeout))
+            ctx = JobContext(
+                run_dir,
+                job_id,
+                job.model,
+                job.benchmark,
+                job.spec,
+                cast("Ledger", ledger),  # any AnswerStore serves a job: it reads and commits
+                owner,
+                cached,
+                extra={"threads": threads},
+            )
+            result = run_benchmark(job.kind, ctx)
+            result["identity"] = backend.info.identity
+            ledger.finish_job(owner, job_id, result)
+        finally:
+            backend.close()
     finally:
-        backend.close()
         ledger.close()
 
 
+def check_files(spec: dict[str, Any], sha256: str | None, node: str) -> None:
+    """The job's model file (against the run's record) and its judge's file are here."""
+    from ggufbench.gguf_file import sha256_of
+
+    model = spec["model"]
+    if model.get("runner") == "llama-cpp" and model.get("path"):
+        path = Path(model["path"])
+        found = _sha256_on_node(path, node, sha256_of)
+        if sha256 and found != sha256:
+            raise NodeFileError(
+                f"on {node}, {path} differs from the file this run started with (sha256"
+                f" {found[:12]}... instead of {sha256[:12]}...); every node must see the same"
+                " model file at the same path"
+            )
+    judge = (spec.get("benchmark") or {}).get("judge") or {}
+    if judge.get("runner") == "llama-cpp" and judge.get("path"):
+        _sha256_on_node(Path(judge["path"]), node, sha256_of)
+
+
+def _sha256_on_node(path: Path, node: str, sha256_of: Any) -> str:
+    if not path.is_file():
+        raise NodeFileError(
+            f"on {node}, {path} does not exist; every node must see the model files at the"
+            " same path (shared storage, or a copy at that path on each node)"
+        )
+    digest: str = sha256_of(path)
+    return digest
+
+
 def _record_place(
-    ledger: Ledger, owner: str, job_id: str, attempt: int, model: dict[str, Any]
+    ledger: AnswerStore,
+    owner: str,
+    job_id: str,
+    attempt: int,
+    spec: dict[str, Any],
+    node: str,
 ) -> None:
     """Write where this attempt runs into the ledger (run.json's ``attempts``) and its log."""
     from ggufbench.build_info import attempt_place
 
-    place = attempt_place(model)
+    place = {**attempt_place(spec["model"]), "host": node}
     ledger.record_place(owner, job_id, attempt, place)
     visible = place["cuda_visible_devices"]
     print(
@@ -216,15 +283,31 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("owner")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--request-timeout", type=float, default=None)
+    parser.add_argument("--sha256", default=None, help="the run's record of the model file")
     args = parser.parse_args(argv)
     threading.Thread(target=_watch_parent, args=(os.getppid(),), daemon=True).start()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(130))
+    return attempt(
+        lambda: run_job(
+            args.run_dir,
+            args.job_id,
+            args.owner,
+            args.threads,
+            args.request_timeout,
+            sha256=args.sha256,
+        )
+    )
+
+
+def attempt(run: Callable[[], None]) -> int:
+    """Run a job attempt; its exit code, with the reason of a failure as the last line on
+    stderr (:data:`ERROR_PREFIX`)."""
     from ggufbench.backends._base import NotSupported
     from ggufbench.errors import BackendError, GgufbenchError
     from ggufbench.ledger import NotOwner
 
     try:
-        run_job(args.run_dir, args.job_id, args.owner, args.threads, args.request_timeout)
+        run()
     except NotOwner:
         print(
             f"{ERROR_PREFIX}another process now drives this run; this worker stopped",
@@ -234,6 +317,9 @@ def main(argv: list[str] | None = None) -> int:
     except NotSupported as exc:  # the backend cannot do this task: retrying will not help
         print(f"{ERROR_PREFIX}{exc}", file=sys.stderr)
         return EXIT_USER_ERROR
+    except NodeFileError as exc:  # another node may have the file
+        print(f"{ERROR_PREFIX}{exc}", file=sys.stderr)
+        return EXIT_NODE_FILE
     except BackendError as exc:  # may pass: retried
         traceback.print_exc()
         print(f"{ERROR_PREFIX}{exc}", file=sys.stderr)

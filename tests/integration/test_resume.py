@@ -47,13 +47,17 @@ def wait_for_answers(root: Path, proc: subprocess.Popen, at_least: int) -> None:
 
 
 def partial_job(root: Path) -> bool:
-    """Whether some job is running with part of its answers committed."""
+    """Whether some job is running with part of its answers committed, and its current
+    attempt's worker has said where it runs (a resumed job keeps its last ``done`` until
+    then, and its worker may not have opened its log yet)."""
     for ledger in root.glob("*/ledger.sqlite"):
         try:
             db = sqlite3.connect(f"file:{ledger}?mode=ro", uri=True, timeout=5)
             try:
                 sql = (
-                    "SELECT COUNT(*) FROM jobs WHERE status='running' AND done > 0 AND done < total"
+                    "SELECT COUNT(*) FROM jobs j WHERE status='running' AND done > 0"
+                    " AND done < total AND EXISTS (SELECT 1 FROM attempts a"
+                    " WHERE a.job_id = j.id AND a.n = j.attempts AND a.host IS NOT NULL)"
                 )
                 return int(db.execute(sql).fetchone()[0]) > 0
             finally:

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from ggufbench import scheduler as sched
+from ggufbench.executors import LocalExecutor
 from ggufbench.ledger import JobRow, Ledger
 from ggufbench.resources import Machine
 from ggufbench.rundir import RunDir
@@ -21,7 +22,7 @@ def fast_backoff(monkeypatch):
     monkeypatch.setattr(sched, "BACKOFF_BASE_S", 0.01)
 
 
-def make(tmp_path, behaviours, **settings):
+def make(tmp_path, behaviours, max_parallel="auto", **settings):
     run = RunDir(tmp_path)
     ledger = Ledger(run.ledger, create=True)
     owner = ledger.claim()
@@ -29,12 +30,14 @@ def make(tmp_path, behaviours, **settings):
         [JobRow(f"m/{name}", "m", name, "lm_eval", spec) for name, spec in behaviours.items()]
     )
     events: list[tuple[str, dict]] = []
+    executor = LocalExecutor(MACHINE, max_parallel, worker_cmd=WORKER)
+    executor.attach(run.path, owner)
     s = Scheduler(
         run,
         ledger,
         owner,
-        MACHINE,
-        Settings(worker_cmd=WORKER, **settings),
+        executor,
+        Settings(**settings),
         listener=lambda e, d: events.append((e, d)),
     )
     return s, ledger, events

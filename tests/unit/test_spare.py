@@ -5,10 +5,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+from ggufbench.executors import LocalExecutor, worker_env
 from ggufbench.ledger import JobRow, Ledger
 from ggufbench.resources import Machine
 from ggufbench.rundir import RunDir
-from ggufbench.scheduler import Scheduler, Settings, worker_env
+from ggufbench.scheduler import Scheduler, Settings
 from ggufbench.spare import Spare
 
 WORKER = [sys.executable, str(Path(__file__).with_name("scripted_worker.py"))]
@@ -50,8 +51,9 @@ def scheduler(tmp_path, n_jobs: int, spare: Spare | None) -> tuple[Scheduler, Le
         [JobRow(f"m/j{i}", "m", f"j{i}", "lm_eval", {"behaviour": "ok"}) for i in range(n_jobs)]
     )
     machine = Machine(cores=8, total_ram=8 * 2**30, available_ram=8 * 2**30)
-    settings = Settings(worker_cmd=WORKER, max_parallel=1)
-    return Scheduler(run, ledger, owner, machine, settings, spare=spare), ledger
+    executor = LocalExecutor(machine, 1, worker_cmd=WORKER, spare=spare)
+    executor.attach(run.path, owner)
+    return Scheduler(run, ledger, owner, executor, Settings()), ledger
 
 
 def events(tmp_path) -> list[dict]:
