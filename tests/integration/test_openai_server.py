@@ -3,6 +3,10 @@
 The server is llama-cpp-python's own (``python -m llama_cpp.server``) serving
 SmolLM2-135M-Instruct; it needs llama-cpp-python's server extras
 (sse-starlette, starlette-context, pydantic-settings).
+
+What the model says depends on the CPU's kernels, so every request whose output a
+test relies on carries a GBNF grammar that forces it: its shape (words, a newline,
+a length the token limit cuts) or, where two answers are compared, its whole text.
 """
 
 from __future__ import annotations
@@ -87,25 +91,47 @@ def base_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 @pytest.fixture()
 def backend(base_url: str) -> Iterator[OpenAIBackend]:
-    with OpenAIBackend(base_url, ALIAS, timeout_s=60, concurrency=2, retries=1) as client:
+    # send_grammar=True: a grammar the server refused would be an error, never dropped
+    with OpenAIBackend(
+        base_url, ALIAS, timeout_s=60, concurrency=2, retries=1, send_grammar=True
+    ) as client:
         yield client
 
 
-CHAT = GenRequest(messages=(("user", "What is the capital of France?"),), max_tokens=12)
+def words(n: int, longest: int = 8) -> str:
+    """GBNF for ``n`` words of letters and spaces: ``n`` tokens at least, as no token of
+    this tokenizer spans two words."""
+    return f'[a-zA-Z]{{1,{longest}}} (" " [a-zA-Z]{{1,{longest}}}){{{n - 1}}}'
+
+
+CHAT = GenRequest(
+    messages=(("user", "What is the capital of France?"),),
+    max_tokens=48,
+    grammar=f"root ::= {words(3)} [.]",
+)
+PARIS = "The capital of France is Paris."
+# Two generations of one request are compared only where the grammar admits one text.
+FORCED_CHAT = GenRequest(messages=CHAT.messages, max_tokens=48, grammar=f'root ::= "{PARIS}"')
 
 
 def test_chat_and_text_generation(backend: OpenAIBackend) -> None:
-    text_request = GenRequest(prompt="The capital of France is", max_tokens=6, stop=("\n",))
+    text_request = GenRequest(
+        prompt="The capital of France is",
+        max_tokens=24,
+        stop=("\n",),
+        grammar=f'root ::= {words(2, longest=6)} "\\n" [a-z]{{1,40}}',
+    )
     chat, text = backend.generate([CHAT, text_request])
-    assert chat.text.strip() and chat.finish_reason in ("stop", "length")
-    assert chat.n_prompt_tokens > 0 and 0 < chat.n_tokens <= 12
-    assert text.text.strip() and "\n" not in text.text
-    again = backend.generate([CHAT])[0]
-    assert again.text == chat.text  # temperature 0 on the same server
+    assert len(chat.text.split()) == 3 and chat.finish_reason == "stop"
+    assert chat.n_prompt_tokens > 0 and 3 <= chat.n_tokens <= 48
+    assert text.finish_reason == "stop" and len(text.text.split()) == 2  # cut at the newline
+    assert "\n" not in text.text
 
 
 def test_length_limit_reported(backend: OpenAIBackend) -> None:
-    request = GenRequest(prompt="Count: one, two, three,", max_tokens=3)
+    request = GenRequest(
+        prompt="Count: one, two, three,", max_tokens=3, grammar=f"root ::= {words(8)}"
+    )
     result = backend.generate([request])[0]
     assert result.finish_reason == "length" and result.n_tokens == 3
 
@@ -118,19 +144,18 @@ def test_judge_request_is_constrained_to_one_digit(backend: OpenAIBackend) -> No
 
 
 def test_stream_matches_generate(backend: OpenAIBackend) -> None:
-    pieces = list(backend.stream(CHAT))
+    pieces = list(backend.stream(FORCED_CHAT))
     assert len(pieces) > 1
-    assert "".join(pieces) == backend.generate([CHAT])[0].text
+    assert "".join(pieces) == PARIS == backend.generate([FORCED_CHAT])[0].text
 
 
 def test_timeout_names_the_url(base_url: str) -> None:
     story = (("user", "Write a long story about a lighthouse."),)
-    request = GenRequest(messages=story, max_tokens=200)  # about 2 s here, all 200 tokens
-    with OpenAIBackend(base_url, ALIAS, timeout_s=0.2, retries=0) as slow:
-        started = time.monotonic()
+    # 400 tokens at least: seconds on any CPU, far past the 0.2 s allowed
+    request = GenRequest(messages=story, max_tokens=400, grammar=f"root ::= {words(400)}")
+    with OpenAIBackend(base_url, ALIAS, timeout_s=0.2, retries=0, send_grammar=True) as slow:
         with pytest.raises(BackendTimeout, match=r"127\.0\.0\.1:\d+/v1/chat/completions"):
             slow.generate([request])
-    assert time.monotonic() - started < 1.5
 
 
 def test_unreachable_server_is_one_sentence() -> None:
