@@ -3,14 +3,31 @@
 from __future__ import annotations
 
 import warnings
+from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import typer
 from rich.console import Console
 from rich.markup import escape
 
 if TYPE_CHECKING:
     from ggufbench.config import Suite
+
+
+class Executor(str, Enum):
+    """Where jobs run: execution.executor, overridden by --executor."""
+
+    local = "local"
+    ray = "ray"
+
+
+EXECUTOR_OPTION = typer.Option(
+    None, "--executor", help="where jobs run: local processes, or a Ray cluster"
+)
+ADDRESS_OPTION = typer.Option(
+    None, "--address", help="the Ray cluster: auto, host:port or ray://host:10001"
+)
 
 
 def console() -> Console:

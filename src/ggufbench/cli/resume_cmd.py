@@ -6,13 +6,18 @@ from pathlib import Path
 
 import typer
 
-from ggufbench.cli._common import console
+from ggufbench.cli._common import ADDRESS_OPTION, EXECUTOR_OPTION, Executor, console
 
 
 def register(app: typer.Typer) -> None:
     @app.command()
-    def resume(run_dir: Path = typer.Argument(..., help="a run directory")) -> None:
+    def resume(
+        run_dir: Path = typer.Argument(..., help="a run directory"),
+        executor: Executor | None = EXECUTOR_OPTION,
+        address: str | None = ADDRESS_OPTION,
+    ) -> None:
         """Continue a run: nothing that finished is computed again."""
         from ggufbench.orchestrate import resume_run
 
-        raise typer.Exit(resume_run(run_dir, console()))
+        chosen = executor.value if executor else None
+        raise typer.Exit(resume_run(run_dir, console(), executor=chosen, address=address))
