@@ -18,7 +18,7 @@ from ggufbench.executors import WORKER_CMD, Executor, make_executor, worker_env
 from ggufbench.ledger import Ledger
 from ggufbench.plan import model_settings, new_jobs, plan
 from ggufbench.preflight import Report, check
-from ggufbench.report import write_reports
+from ggufbench.report import print_summary, write_reports
 from ggufbench.resources import probe
 from ggufbench.rundir import RunDir, create_run, created_here, creator, find_unfinished
 from ggufbench.scheduler import Scheduler, Settings
@@ -49,11 +49,12 @@ def run_suite(suite: Suite, console: Console, *, fresh: bool = False) -> int:
             run = None if fresh else find_unfinished(suite)
             if run is not None:
                 console.print(
-                    f"resuming the unfinished run {run.path} (use --fresh to start a new one)"
+                    f"resuming the unfinished run {escape(str(run.path))} "
+                    "(use --fresh to start a new one)"
                 )
             else:
                 run = create_run(suite)
-                console.print(f"new run: {run.path}")
+                console.print(f"new run: {escape(str(run.path))}")
             # on_finish comes from the suite file this user gave: it runs
             return drive(run, suite, report, console, executor, own_hook=True)
 
@@ -68,7 +69,7 @@ def resume_run(
     with _spare(suite) as spare:
         report = preflight(suite, console)
         with _executor(suite, spare) as chosen:
-            console.print(f"resuming {run.path}")
+            console.print(f"resuming {escape(str(run.path))}")
             return drive(
                 run,
                 suite,
@@ -138,11 +139,12 @@ def drive(
         status = scheduler.loop(tick)
     writer.maybe_write(status, force=True)
     run.update_meta(status=status, pid=None)
-    path = write_reports(run, ledger, status)
+    write_reports(run, ledger, status)
     ledger.close()
     run.unlock()
     _on_finish(suite, run, status, console, own_hook)
-    console.print(f"run {status}: {run.path / 'summary.json'} and {path}")
+    console.print(f"run {status}: {run.path}", markup=False)
+    print_summary(console, run.path)
     return EXIT_CODES.get(status, 1)
 
 
