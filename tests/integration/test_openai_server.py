@@ -98,16 +98,22 @@ def backend(base_url: str) -> Iterator[OpenAIBackend]:
         yield client
 
 
-def words(n: int, longest: int = 8) -> str:
-    """GBNF for ``n`` words of letters and spaces: ``n`` tokens at least, as no token of
-    this tokenizer spans two words."""
-    return f'[a-zA-Z]{{1,{longest}}} (" " [a-zA-Z]{{1,{longest}}}){{{n - 1}}}'
+def words(n: int, then: str = "", longest: int = 8) -> str:
+    """GBNF: ``n`` words of letters one space apart, then ``then``: ``n`` tokens at least,
+    as no token of this tokenizer spans two words. Words are grouped in tens: llama.cpp
+    refuses a grammar that repeats a group hundreds of times, and nested groups are slow."""
+    parts: list[str] = []
+    for size in (10, 1):
+        parts += [f"w{size}"] * (n // size)
+        n %= size
+    spaced = ' " " '.join(parts)
+    return f'root ::= {spaced} {then}\nw1 ::= [a-zA-Z]{{1,{longest}}}\nw10 ::= w1 (" " w1){{9}}\n'
 
 
 CHAT = GenRequest(
     messages=(("user", "What is the capital of France?"),),
     max_tokens=48,
-    grammar=f"root ::= {words(3)} [.]",
+    grammar=words(3, then="[.]"),
 )
 PARIS = "The capital of France is Paris."
 # Two generations of one request are compared only where the grammar admits one text.
@@ -119,7 +125,7 @@ def test_chat_and_text_generation(backend: OpenAIBackend) -> None:
         prompt="The capital of France is",
         max_tokens=24,
         stop=("\n",),
-        grammar=f'root ::= {words(2, longest=6)} "\\n" [a-z]{{1,40}}',
+        grammar=words(2, then='"\\n" [a-z]{1,40}', longest=6),
     )
     chat, text = backend.generate([CHAT, text_request])
     assert len(chat.text.split()) == 3 and chat.finish_reason == "stop"
@@ -129,9 +135,7 @@ def test_chat_and_text_generation(backend: OpenAIBackend) -> None:
 
 
 def test_length_limit_reported(backend: OpenAIBackend) -> None:
-    request = GenRequest(
-        prompt="Count: one, two, three,", max_tokens=3, grammar=f"root ::= {words(8)}"
-    )
+    request = GenRequest(prompt="Count: one, two, three,", max_tokens=3, grammar=words(8))
     result = backend.generate([request])[0]
     assert result.finish_reason == "length" and result.n_tokens == 3
 
@@ -152,7 +156,7 @@ def test_stream_matches_generate(backend: OpenAIBackend) -> None:
 def test_timeout_names_the_url(base_url: str) -> None:
     story = (("user", "Write a long story about a lighthouse."),)
     # 400 tokens at least: seconds on any CPU, far past the 0.2 s allowed
-    request = GenRequest(messages=story, max_tokens=400, grammar=f"root ::= {words(400)}")
+    request = GenRequest(messages=story, max_tokens=400, grammar=words(400))
     with OpenAIBackend(base_url, ALIAS, timeout_s=0.2, retries=0, send_grammar=True) as slow:
         with pytest.raises(BackendTimeout, match=r"127\.0\.0\.1:\d+/v1/chat/completions"):
             slow.generate([request])
