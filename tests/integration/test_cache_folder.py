@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import sqlite3
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -19,7 +20,8 @@ def hashed_paths(cache: Path) -> set[str]:
     db = cache / "sha256.sqlite"
     if not db.is_file():
         return set()
-    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+    # read-only, waiting out a writer: the user's ggufbench may be running meanwhile
+    with closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=60)) as conn:
         return {row[0] for row in conn.execute("SELECT realpath FROM file_sha256")}
 
 
