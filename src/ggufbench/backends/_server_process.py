@@ -60,7 +60,9 @@ def free_port(host: str = HOST) -> int:
 
 
 def port_is_free(port: int, host: str = HOST) -> bool:
+    """Whether nobody listens on ``port`` (connections closing there do not count)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError:
@@ -196,19 +198,20 @@ class ServerProcess:
         kept = [_ANSI.sub("", line).strip() for line in text.splitlines()]
         return " | ".join([line for line in kept if line][-lines:])
 
-    def exit_message(self) -> str:
-        """Why it is gone, with its last lines: for errors."""
+    def exit_message(self, when: str) -> str:
+        """That it is gone and ``when`` ("while ..."), with its last lines: for errors."""
         code = self.returncode
         how = (
             f"was killed by signal {-code}" if code is not None and code < 0 else f"exited ({code})"
         )
         tail = self.tail()
-        return f"{self.name} {how}" + (f"; its last lines: {tail}" if tail else "")
+        return f"{self.name} {how} {when}" + (f"; its last lines: {tail}" if tail else "")
 
     def wait_ready(
         self, probe: Callable[[], bool], *, timeout_s: float, what: str, poll_s: float = 0.2
     ) -> None:
-        """Return once ``probe()`` is true; ``what`` names what is awaited in messages.
+        """Return once ``probe()`` is true; ``what`` ("URL to answer 200") names what
+        is awaited, in messages.
 
         The server dying first is a :class:`BackendError`; the timeout passing is
         a :class:`BackendTimeout` (the server is stopped then). Both carry its
@@ -217,15 +220,15 @@ class ServerProcess:
         deadline = time.monotonic() + timeout_s
         while True:
             if not self.alive():
-                raise BackendError(f"{self.exit_message()}, before {what}")
+                raise BackendError(self.exit_message(f"while waiting for {what}"))
             if probe():
                 return
             if time.monotonic() > deadline:
                 tail = self.tail()
                 self.stop()
                 raise BackendTimeout(
-                    f"{self.name} ({self.argv[0]}) was not ready after {timeout_s:g} s: "
-                    f"waited for {what}"
+                    f"{self.name} ({self.argv[0]}) was not ready after {timeout_s:g} s "
+                    f"of waiting for {what}"
                     + (f"; its last lines: {tail}" if tail else "; it wrote nothing")
                     + "; check the binary and the model, or allow more time to start"
                 )

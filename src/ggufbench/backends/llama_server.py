@@ -142,8 +142,8 @@ class ServerLaunch:
             argv += ["--threads", str(self.threads)]
         return argv
 
-    def start(self) -> tuple[ServerProcess, str]:
-        """The running server and its URL, once ``/health`` answers 200.
+    def start(self) -> tuple[ServerProcess, str, str]:
+        """The running server, its URL and binary, once ``/health`` answers 200.
 
         A port taken by another program between choosing and binding it is
         chosen again (up to ``PORT_ATTEMPTS`` times).
@@ -159,7 +159,7 @@ class ServerLaunch:
                 server.wait_ready(
                     partial(_healthy, url),
                     timeout_s=self.start_timeout_s,
-                    what=f"{url}/health to answer 200 with {self.path.name} loaded",
+                    what=f"{url}/health to answer 200 ({self.path.name} loaded)",
                 )
             except BackendError:
                 lost_port = not server.alive() and not port_is_free(port)
@@ -167,7 +167,7 @@ class ServerLaunch:
                 if lost_port and attempt + 1 < PORT_ATTEMPTS:
                     continue
                 raise
-            return server, url
+            return server, url, binary
         raise AssertionError("unreachable")  # pragma: no cover
 
 
@@ -233,10 +233,11 @@ class LlamaServerBackend(StreamingBackend):
         self.cache_prompt = cache_prompt
         self.timeout_s = float(timeout_s)
         self._server: ServerProcess | None = None
+        self.binary: str | None = None  # a managed server's program
         self.client: NativeClient | None = None
         try:
             if self.launch is not None:
-                self._server, url = self.launch.start()
+                self._server, url, self.binary = self.launch.start()
             else:
                 url = _server_root(str(server))
             self.client = NativeClient(
@@ -322,9 +323,12 @@ class LlamaServerBackend(StreamingBackend):
             "build": self.build,
             "chat_template": hashlib.sha256(template.encode()).hexdigest()[:16],
         }
-        if self.launch is not None:
+        if self.launch is not None and self.binary is not None:
             from ggufbench.gguf_file import sha256_of
 
+            # A build from a source archive reports no version ("b0-unknown"): the
+            # program's own hash tells builds (and their CPU features) apart.
+            settings["server"] = f"sha256:{sha256_of(Path(self.binary))[:16]}"
             settings["n_gpu_layers"] = self.launch.n_gpu_layers
             return BackendInfo(RUNNER, identity or sha256_of(self.launch.path), settings)
         return BackendInfo(RUNNER, self.attached_identity(name), settings)
@@ -400,7 +404,7 @@ class LlamaServerBackend(StreamingBackend):
         except BackendError as exc:
             server = self._server
             if server is not None and not server.alive():
-                raise BackendError(f"{server.exit_message()}, while answering a request") from exc
+                raise BackendError(server.exit_message("while answering a request")) from exc
             raise
 
     def close(self) -> None:
