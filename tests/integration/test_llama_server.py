@@ -14,7 +14,6 @@ import shutil
 import subprocess
 import sys
 import textwrap
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,6 +21,7 @@ import pytest
 
 from ggufbench.backends._base import GenRequest, LoglikRequest, NotSupported
 from ggufbench.backends._server_http import openai_identity
+from ggufbench.backends._server_process import process_gone
 from ggufbench.backends.llama_server import LlamaServerBackend, ServerLaunch, server_version
 from ggufbench.backends.thinking import ThinkingBackend
 from ggufbench.errors import BackendError, BackendTimeout
@@ -52,19 +52,6 @@ def managed(server_bin: str, smollm2: Path) -> Iterator[LlamaServerBackend]:
     launch = ServerLaunch(smollm2, server_bin=server_bin, n_ctx=1024, threads=THREADS, parallel=2)
     with LlamaServerBackend(launch) as backend:
         yield backend
-
-
-def gone(pid: int, within_s: float) -> bool:
-    deadline = time.monotonic() + within_s
-    while time.monotonic() < deadline:
-        try:
-            state = Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][0]
-        except (FileNotFoundError, IndexError):
-            return True
-        if state in "ZX":
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def test_the_binary_runs(server_bin: str) -> None:
@@ -217,10 +204,10 @@ def test_kill_9_of_the_owning_process_leaves_no_server(server_bin: str, smollm2:
     try:
         assert owner.stdout is not None
         pid = int(owner.stdout.readline())
-        assert not gone(pid, within_s=0.5)
+        assert not process_gone(pid, 0.5)
         owner.kill()
         owner.wait()
-        assert gone(pid, within_s=5.0)
+        assert process_gone(pid, 5.0)
     finally:
         owner.kill()
         owner.wait()

@@ -18,7 +18,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from ggufbench.backends._server_process import ServerProcess, free_port, port_is_free
+from ggufbench.backends._server_process import (
+    ServerProcess,
+    free_port,
+    port_is_free,
+    process_gone,
+)
 from ggufbench.errors import BackendError, BackendTimeout
 
 PY = sys.executable
@@ -33,20 +38,6 @@ HEALTH_SERVER = textwrap.dedent(
     http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
     """
 )
-
-
-def gone(pid: int, within_s: float = 10.0) -> bool:
-    """Whether process ``pid`` has ended (or is a zombie) within ``within_s``."""
-    deadline = time.monotonic() + within_s
-    while time.monotonic() < deadline:
-        try:
-            state = Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][0]
-        except (FileNotFoundError, ProcessLookupError, IndexError):
-            return True
-        if state in "ZX":
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def healthy(url: str) -> bool:
@@ -75,7 +66,7 @@ def test_a_ready_server_is_stopped_with_its_group(tmp_path: Path) -> None:
         log = server.log_path
     finally:
         server.stop()
-    assert gone(server.pid) and not server.alive()
+    assert process_gone(server.pid, 10.0) and not server.alive()
     assert not log.exists()  # its temporary log goes with it
 
 
@@ -100,7 +91,7 @@ def test_a_server_never_ready_times_out_naming_what_was_awaited() -> None:
     message = str(caught.value)
     assert "not ready after 1.5 s of waiting for http://x/health to answer 200" in message
     assert "listening nowhere" in message
-    assert gone(server.pid)  # stopped when the wait gave up
+    assert process_gone(server.pid, 10.0)  # stopped when the wait gave up
 
 
 def test_stop_kills_a_server_that_ignores_sigterm() -> None:
@@ -141,10 +132,10 @@ def test_the_server_dies_with_an_owner_killed_by_sigkill(where: str) -> None:
         assert owner.stdout is not None
         child = int(owner.stdout.readline())
         time.sleep(1.0)
-        assert not gone(child, within_s=0.1)  # alive while its owner lives, thread ended or not
+        assert not process_gone(child, 0.1)  # alive while its owner lives, thread ended or not
         owner.kill()
         owner.wait()
-        assert gone(child, within_s=5.0)
+        assert process_gone(child, 5.0)
     finally:
         owner.kill()
         owner.wait()

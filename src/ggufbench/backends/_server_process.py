@@ -42,7 +42,7 @@ from typing import Any, TypeVar
 
 from ggufbench.errors import BackendError, BackendTimeout
 
-__all__ = ["ServerProcess", "free_port", "port_is_free"]
+__all__ = ["ServerProcess", "free_port", "port_is_free", "process_gone"]
 
 HOST = "127.0.0.1"
 TAIL_LINES = 8
@@ -68,6 +68,22 @@ def port_is_free(port: int, host: str = HOST) -> bool:
         except OSError:
             return False
         return True
+
+
+def process_gone(pid: int, within_s: float) -> bool:
+    """Whether process ``pid`` ends within ``within_s`` seconds (a zombie counts as
+    ended): for watching a server whose owner, not this process, started it."""
+    deadline = time.monotonic() + within_s
+    while True:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            return True
+        if stat.rsplit(") ", 1)[-1][:1] in ("Z", "X"):
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
 
 
 # -- the parent-death signal ------------------------------------------------------
