@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ggufbench
 from scripted_openai import ScriptedOpenAI, serve
 
+from conftest import ggufbench
 from ggufbench.backends._base import GenRequest
 from ggufbench.backends.openai_http import OpenAIBackend
 from ggufbench.thinking import StreamParser, thinking_format

@@ -4,8 +4,9 @@ import json
 import signal
 import subprocess
 
-from conftest import ggufbench, suite_text
 from test_resume import start, wait_for_answers
+
+from conftest import ggufbench, suite_text
 
 
 def test_sigterm_exits_130_and_lock_refuses_a_second_driver(tmp_path, smollm2, tasks_dir):
