@@ -74,8 +74,6 @@ def _task_configs(index: dict[str, Any], spec: Any, seen: set[str]) -> Iterator[
 
 
 def run(ctx: JobContext) -> dict[str, Any]:
-    from lm_eval import simple_evaluate
-
     from ggufbench.hub import read_from_cache_if_unreachable
 
     bench = ctx.spec["benchmark"]
@@ -83,23 +81,10 @@ def run(ctx: JobContext) -> dict[str, Any]:
     manager = task_manager(bench.get("include_path"), [ctx.name])
     read_from_cache_if_unreachable(hub_datasets(manager, ctx.name))
     lm = GgufbenchLM(ctx.cached)
+    if "shard" in ctx.spec:  # answers for a range of documents; the task's job scores them
+        return _shard(ctx, lm, manager)
     start = time.monotonic()
-    try:
-        out = simple_evaluate(
-            model=lm,
-            tasks=[ctx.name],
-            num_fewshot=bench.get("num_fewshot"),
-            limit=bench.get("limit"),
-            task_manager=manager,
-            log_samples=True,
-            apply_chat_template=bool(bench.get("apply_chat_template")),
-            fewshot_as_multiturn=bool(bench.get("fewshot_as_multiturn")),
-            gen_kwargs=bench.get("gen_kwargs"),
-        )
-    except KeyError as exc:
-        raise TaskError(f"lm-eval task '{ctx.name}' did not load: {exc}") from exc
-    if out is None:
-        raise TaskError(f"lm-eval returned no results for task '{ctx.name}'")
+    out = _evaluate(ctx, lm, manager)
     wall = time.monotonic() - start
     samples = _samples(out.get("samples", {}), lm)
     ctx.write_jsonl(ctx.samples_path(), samples)
@@ -119,11 +104,60 @@ def run(ctx: JobContext) -> dict[str, Any]:
             )
         },
     )
-    counts = ctx.cached.counts
     return {
         "metrics": metrics_of(out, ctx.name),
         "n_samples": len({(s["task"], s["doc_id"]) for s in samples}),
         "wall_s": round(wall, 3),
+        **_work(ctx),
+    }
+
+
+def _evaluate(ctx: JobContext, lm: Any, manager: Any, **options: Any) -> dict[str, Any]:
+    """lm-eval's evaluator on the job's task, with the suite's settings."""
+    from lm_eval import simple_evaluate
+
+    bench = ctx.spec["benchmark"]
+    options.setdefault("log_samples", True)
+    try:
+        out = simple_evaluate(
+            model=lm,
+            tasks=[ctx.name],
+            num_fewshot=bench.get("num_fewshot"),
+            limit=bench.get("limit"),
+            task_manager=manager,
+            apply_chat_template=bool(bench.get("apply_chat_template")),
+            fewshot_as_multiturn=bool(bench.get("fewshot_as_multiturn")),
+            gen_kwargs=bench.get("gen_kwargs"),
+            **options,
+        )
+    except KeyError as exc:
+        raise TaskError(f"lm-eval task '{ctx.name}' did not load: {exc}") from exc
+    if out is None:
+        raise TaskError(f"lm-eval returned no results for task '{ctx.name}'")
+    return dict(out)
+
+
+def _shard(ctx: JobContext, lm: GgufbenchLM, manager: Any) -> dict[str, Any]:
+    """Compute one shard's answers (:mod:`.lm_eval_shard`); lm-eval's scores are not kept."""
+    from ggufbench.benchmarks.lm_eval_shard import ShardLM
+
+    index, count = ctx.spec["shard"]
+    start = time.monotonic()
+    shard = ShardLM(lm, index, count)
+    _evaluate(ctx, shard, manager, log_samples=False, bootstrap_iters=0)
+    return {
+        "metrics": {},
+        "n_samples": len(shard.documents),
+        "wall_s": round(time.monotonic() - start, 3),
+        "shard": [index, count],
+        **_work(ctx),
+    }
+
+
+def _work(ctx: JobContext) -> dict[str, Any]:
+    """The requests a job answered (from the cache, or computed), and what computing took."""
+    counts = ctx.cached.counts
+    return {
         "requests": {
             "total": counts.total,
             "computed": counts.computed,
