@@ -1,11 +1,12 @@
 """One chunk on llama.cpp: the baseline's pass keeps a record, a variant's pass measures.
 
 A chunk is decoded from an empty KV cache in micro-batches of the runtime's
-``n_batch``, with logits only at the scored positions (``n_ctx // 2`` to
-``n_ctx - 2``; the last token is only a target, so it is not decoded). Each
-micro-batch's rows are reduced at once (llama.cpp's logits buffer is reused by
-the next decode), so memory stays at llama.cpp's buffer of ``min(n_batch, n_ctx/2)``
-rows of the vocabulary plus one scratch row.
+``n_batch``, all ``n_ctx`` tokens as llama-perplexity decodes them (the last one
+is only a target, but llama.cpp's kernels give other numbers for some micro-batch
+sizes, docs/engine.md), with logits only at the scored positions (``n_ctx // 2``
+to ``n_ctx - 2``). Each micro-batch's rows are reduced at once (llama.cpp's logits
+buffer is reused by the next decode), so memory stays at llama.cpp's buffer of at
+most ``min(n_batch, n_ctx / 2)`` rows of the vocabulary plus one scratch row.
 
 A chunk's result depends only on the model, the context settings and the chunk's
 tokens: chunks may be computed in any order, in any process, and again.
@@ -44,9 +45,10 @@ def _scored_blocks(rt: Runtime, tokens: npt.NDArray[np.int32]) -> Iterator[tuple
     """Decode a window; yield (first scored row, logits) for each micro-batch with outputs."""
     n = len(tokens)
     first, last = first_scored(n), n - 2  # positions whose logits are read
-    rt.use(1, n)
-    for start in range(0, n - 1, rt.n_batch):
-        end = min(n - 1, start + rt.n_batch)
+    # Whole-window micro-batches run fastest on every thread: no single-thread trials.
+    rt.use(1, n, threads=rt.n_threads)
+    for start in range(0, n, rt.n_batch):
+        end = min(n, start + rt.n_batch)
         lo, hi = max(start, first), min(end, last + 1)
         outputs = range(lo - start, hi - start) if lo < hi else range(0)
         logits = rt.decode(
@@ -57,9 +59,14 @@ def _scored_blocks(rt: Runtime, tokens: npt.NDArray[np.int32]) -> Iterator[tuple
 
 
 def baseline_chunk(
-    rt: Runtime, window: Window, k: int = DEFAULT_TOP_K, m: int = DEFAULT_TAIL_SAMPLES
+    rt: Runtime,
+    window: Window,
+    top_k: int = DEFAULT_TOP_K,
+    tail_samples: int = DEFAULT_TAIL_SAMPLES,
 ) -> bytes:
-    """The baseline's compact record of one chunk (``8 (k + m) + 24`` bytes per scored token).
+    """The baseline's compact record of one chunk.
+
+    ``8 (top_k + tail_samples) + 24`` bytes per scored token.
 
     The tail draws are seeded by the chunk's tokens, so a chunk computed again gives
     the same bytes.
@@ -67,7 +74,9 @@ def baseline_chunk(
     targets = window.targets
     seed = hashlib.sha256(window.tokens.astype("<i4").tobytes()).digest()
     parts = [
-        baseline_rows(logits, targets[row : row + len(logits)], k, m, seed=seed, offset=row)
+        baseline_rows(
+            logits, targets[row : row + len(logits)], top_k, tail_samples, seed=seed, offset=row
+        )
         for row, logits in _scored_blocks(rt, window.tokens)
     ]
     return BaselineRecord.concat(parts).to_bytes()

@@ -6,16 +6,18 @@ engine/_loglik.py: ``exp`` in float32 as llama.cpp's ``expf``, every sum in floa
 as perplexity.cpp accumulates its ``sum_exp``.
 
 KL divergence from the compact record. With S the base's top-k tokens, T the rest,
-P_T and Q_T the base's and the variant's probability of T::
+P_T and Q_T the base's and the variant's probability of T, p~ and q~ the two
+distributions renormalised over T::
 
-    KLD(P||Q) = sum_S p_i log(p_i/q_i) + sum_T p_i log(p_i/q_i)
-    estimate  = sum_S p_i log(p_i/q_i) + P_T log(P_T/Q_T)
+    KLD(P||Q) = sum_S p_i log(p_i/q_i) + P_T log(P_T/Q_T) + P_T KLD(p~ || q~)
 
-The first sum is exact. By the log-sum inequality the tail term never exceeds the
-true tail sum, and the difference is exactly ``P_T * KLD(P|T || Q|T)``, the tail
-mass times the divergence between the two distributions renormalised over T: the
-estimate is a lower bound of the exact KLD, and its error vanishes with the tail
-mass (docs/fidelity.md gives the measured error).
+The first two terms are exact, and by the log-sum inequality they are a lower
+bound of the KLD. The last is estimated from the record's m draws x_j from p~:
+with r_j = q~(x_j) / p~(x_j), ``mean((r_j - 1) - log r_j)`` is unbiased (E[r] = 1),
+never negative, and of small variance when p and q are close; each token also
+gets the variance of its estimate, ``P_T^2 var(terms) / m``, from which the
+figures report the sampling error of the mean KLD (docs/fidelity.md: the
+measured error against the full vocabulary).
 """
 
 from __future__ import annotations
