@@ -250,21 +250,29 @@ def _check_chat_templates(suite: Suite, spec: Any, report: Report) -> None:
 
 
 def _check_memory(suite: Suite, report: Report) -> None:
-    """Each model, and each ELYZA job's in-process judge, fits in the memory it loads into."""
+    """Each model, and each ELYZA job's in-process judge, fits in the memory it loads into.
+
+    On Ray the jobs load on the cluster's nodes, not here: their footprints are reserved
+    there, and a job that fits no node fails with its sizes (ggufbench.executors._ray).
+    """
     from ggufbench.resources import probe
 
+    judges = list(_judge_footprints(suite))
+    for job_id, alias, _, need in judges:
+        report.footprints[job_id] = with_judge(report.footprints.get(alias, 0), need)
+    if suite.execution.executor != "local":
+        return
     machine = probe()
     for model in suite.models:
-        need = report.footprints.get(model.alias)
+        size = report.footprints.get(model.alias)
         have, where = _memory_for(suite, model, machine)
-        if need is not None and need > have:
+        if size is not None and size > have:
             report.problems.append(
-                f"model '{model.alias}' needs about {_gib(need)} GiB but this machine has "
+                f"model '{model.alias}' needs about {_gib(size)} GiB but this machine has "
                 f"{_gib(have)} GiB of {where}; lower n_ctx or use a smaller quantization"
             )
-    for job_id, alias, judge, need in _judge_footprints(suite):
+    for _, alias, judge, need in judges:
         model = next(m for m in suite.models if m.alias == alias)
-        report.footprints[job_id] = with_judge(report.footprints.get(alias, 0), need)
         have, where = _memory_for(suite, model, machine)
         problem = (
             f"the ELYZA judge {judge.name} needs about {_gib(need)} GiB but this machine has "
