@@ -5,13 +5,18 @@ import sys
 
 import pytest
 
-from ggufbench.config import Execution
+from ggufbench import status
+from ggufbench.benchmarks.elyza_data import demo_dataset_path
+from ggufbench.config import Execution, parse_suite
 from ggufbench.errors import ConfigError
 from ggufbench.executors import EXIT_NODE_FILE, ending_of, make_executor, ray_missing
 from ggufbench.executors._relay import LedgerService, job_files
 from ggufbench.gguf_file import sha256_of
 from ggufbench.ledger import JobRow, Ledger
+from ggufbench.preflight import check
 from ggufbench.resources import Machine
+from ggufbench.status import Rates
+from ggufbench.testmodels import smollm2_path
 from ggufbench.worker import NodeFileError, check_files
 
 PLACE = {"host": "n1", "pid": 7, "device": "cpu", "cuda_visible_devices": None}
@@ -39,13 +44,14 @@ def test_the_service_commits_a_batch_at_once_and_refuses_stopped_attempts(tmp_pa
         (4, "progress", ("m/t", 1, 5, 10, None)),
         (5, "progress", ("m/t", 2, 2, 10, None)),
         (6, "place", ("m/t", 2, PLACE)),
+        (7, "progress", ("m/t", 2, 3, 10, None)),  # the later report of the same attempt
     ]
     answers = {call: (ok, value) for call, ok, value in service.serve(ledger, batch)}
     assert answers[1] == answers[2] == (True, None)
     assert service.commits == 1 and service.answers == 2  # one transaction for both
     assert answers[3] == (True, {"k1": {"text": "b"}, "k2": {"text": "b"}})
     assert answers[4][0] is False and "stopped" in answers[4][1]
-    assert answers[5] == (True, None) and ledger.job("m/t").done == 2
+    assert answers[5] == answers[7] == (True, None) and ledger.job("m/t").done == 3
     assert [p.place["host"] for p in placed] == ["n1"]
     assert ledger.attempts("m/t")[-1]["host"] == "n1"
 
@@ -105,6 +111,41 @@ def test_ray_asked_for_where_it_is_not_installed_is_one_sentence(monkeypatch):
 
 @pytest.fixture
 def smollm2_file():
-    from ggufbench.testmodels import smollm2_path
-
     return smollm2_path()
+
+
+def test_a_running_job_s_rate_is_its_answers_per_second_lately(monkeypatch):
+    clock = [100.0]
+    monkeypatch.setattr(status.time, "monotonic", lambda: clock[0])
+    rates = Rates()
+
+    def job(done, status="running", attempts=1):
+        return JobRow("m/t", "m", "t", "lm_eval", {}, status, attempts, done=done, total=99)
+
+    assert rates.observe([job(0)]) == {}
+    for done in range(1, 40):
+        clock[0] += 2.0
+        seen = rates.observe([job(done * 3)])
+    assert seen == {"m/t": 1.5}  # 3 answers every 2 s, over the last 30 s
+    clock[0] += 2.0
+    assert rates.observe([job(0, attempts=2)]) == {}  # a new attempt counts afresh
+    assert rates.observe([job(5, status="done", attempts=2)]) == {}
+
+
+def test_on_ray_the_preflight_leaves_memory_to_the_cluster(tmp_path, monkeypatch):
+    tiny = Machine(cores=2, total_ram=2**20, available_ram=2**20)  # no model fits here
+    monkeypatch.setattr("ggufbench.resources.probe", lambda: tiny)
+    model = str(smollm2_path())
+    data = {
+        "models": [{"alias": "m", "path": model, "n_gpu_layers": 0}],
+        "benchmarks": [{"elyza_tasks_100": {"dataset": str(demo_dataset_path())}}],
+        "execution": {"executor": "local"},
+    }
+    data["benchmarks"][0]["elyza_tasks_100"]["judge"] = {"path": model, "n_ctx": 8192}
+    local = check(parse_suite(data, tmp_path), datasets=False)
+    assert len([p for p in local.problems if "but this machine has" in p]) == 2
+    data["execution"]["executor"] = "ray"
+    on_ray = check(parse_suite(data, tmp_path), datasets=False)
+    assert not [p for p in on_ray.problems if "but this machine has" in p]
+    assert on_ray.footprints == local.footprints  # what each job reserves on its node
+    assert on_ray.footprints["m/elyza_tasks_100"] > on_ray.footprints["m"]
