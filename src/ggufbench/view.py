@@ -1,4 +1,4 @@
-"""Progress on the terminal: a bar per job with rate and ETA, and event lines.
+"""Progress on the terminal: a bar per job with its node, rate and ETA, and event lines.
 
 On a terminal, rich draws live bars; elsewhere (CI, a log file) only the event
 lines are printed, so logs stay readable.
@@ -10,6 +10,7 @@ from types import TracebackType
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -60,17 +61,19 @@ class ProgressView:
         self.progress.__exit__(et, e, tb)
 
     def refresh(self) -> None:
+        hosts = {(a["job_id"], a["n"]): a["host"] for a in self.ledger.attempts()}
         for job in self.ledger.jobs():
             if job.status == "pending" and job.id not in self.tasks:
                 continue
             if job.id not in self.tasks:
                 self.tasks[job.id] = self.progress.add_task(job.id, total=job.total or None)
             task = self.tasks[job.id]
+            host = hosts.get((job.id, job.attempts)) if job.status == "running" else None
             self.progress.update(
                 task,
                 completed=job.done,
                 total=job.total or None,
-                description=f"{job.id} [{job.status}]",
+                description=f"{job.id} [{job.status}]" + (f" on {escape(host)}" if host else ""),
             )
 
     def event(self, kind: str, data: dict[str, Any]) -> None:

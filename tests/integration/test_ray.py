@@ -156,7 +156,10 @@ def test_the_driver_killed_then_resumed_gives_identical_samples(
     file = suite(tmp_path / "kill.yaml", {"smol": smollm2}, ["demo_gsm8k_cot"], tasks_dir, limit=5)
     root = file.parent / "kill-runs"
     proc = start("run", str(file), *on_ray(cluster))
-    running_on(root, proc)
+    host = running_on(root, proc)
+    live = json.loads(ggufbench("status", str(run_dir(file)), "--json").stdout)
+    assert [j["host"] for j in live["jobs"] if j["status"] == "running"] == [host]
+    assert "Ray node" in host
     os.kill(proc.pid, signal.SIGKILL)
     proc.communicate()
     done = ggufbench("resume", str(run_dir(file)), *on_ray(cluster))

@@ -192,8 +192,13 @@ class LedgerService:
         puts = [(call_id, args[0]) for call_id, kind, args in batch if kind == "put"]
         if puts:
             answers += self._put(ledger, puts)
+        # Of an attempt's progress reports only the last one counts.
+        last = {(args[0], args[1]): call_id for call_id, kind, args in batch if kind == "progress"}
         for call_id, kind, args in batch:
             if kind == "put":
+                continue
+            if kind == "progress" and last[(args[0], args[1])] != call_id:
+                answers.append((call_id, True, None))
                 continue
             try:
                 answers.append((call_id, True, self._one(ledger, kind, args)))
