@@ -4,9 +4,11 @@ speed   Greedy generation on the prompts of a generate_until task as lm-eval bui
         them (default: the bundled gsm8k-style demo_gsm8k_cot): ggufbench's in-process
         engine (all prompts in one call), then a managed llama-server (runner
         llama-server) with --parallel 1 and 4, each sent every prompt at once and
-        answering up to ``parallel`` at a time. Tokens per second are generated
-        tokens over the wall time of the generation; the server's start (load, /health)
-        is timed apart. Also: how many answers equal the in-process ones.
+        answering up to ``parallel`` at a time (``--cache-prompt``: also with the
+        server's prompt cache on). Tokens per second are the tokens each path reports
+        generating over the wall time of the generation (the server's count includes
+        the tokens of the stop string that ended an answer); the server's start (load,
+        /health) is timed apart. Also: how many answers equal the in-process ones.
 
 ubatch  The logits of the same tokens evaluated with n_ubatch 512 (batched prompt
         evaluation, what a loglikelihood scorer uses) and n_ubatch 1 (llama.cpp's
@@ -15,7 +17,7 @@ ubatch  The logits of the same tokens evaluated with n_ubatch 512 (batched promp
         |difference| of a logit, of the log-probability of the next token, and how
         often the top token differs.
 
-    .venv/bin/python bench/servers.py speed  --models smollm2 --limit 8
+    .venv/bin/python bench/servers.py speed  --models smollm2 --limit 16 --threads 1 --cache-prompt
     .venv/bin/python bench/servers.py ubatch --models smollm2,gemma --positions 400
 """
 
@@ -60,7 +62,7 @@ def in_process(path: Path, requests: list[Any], args: argparse.Namespace) -> dic
 
 
 def managed_server(
-    path: Path, requests: list[Any], args: argparse.Namespace, parallel: int
+    path: Path, requests: list[Any], args: argparse.Namespace, parallel: int, cache: bool
 ) -> dict[str, Any]:
     from ggufbench.backends.llama_server import LlamaServerBackend, ServerLaunch
 
@@ -69,7 +71,7 @@ def managed_server(
         server_bin=args.server_bin,
     )  # fmt: skip
     start = time.perf_counter()
-    backend = LlamaServerBackend(launch)
+    backend = LlamaServerBackend(launch, cache_prompt=cache)
     start_s = time.perf_counter() - start
     try:
         start = time.perf_counter()
@@ -92,10 +94,10 @@ def speed(args: argparse.Namespace) -> list[dict[str, Any]]:
         texts = [r.text for r in base["results"]]
         row: dict[str, Any] = {"model": path.name, "prompts": len(requests), "paths": {}}
         paths = {"in-process": base}
-        for parallel in args.parallel:
-            paths[f"llama-server parallel {parallel}"] = managed_server(
-                path, requests, args, parallel
-            )
+        for cache in [False, True] if args.cache_prompt else [False]:
+            for parallel in args.parallel:
+                label = f"llama-server parallel {parallel}" + (", cache_prompt" if cache else "")
+                paths[label] = managed_server(path, requests, args, parallel, cache)
         for label, run in paths.items():
             tokens = sum(r.n_tokens for r in run["results"])
             same = sum(r.text == t for r, t in zip(run["results"], texts, strict=True))
@@ -109,7 +111,7 @@ def speed(args: argparse.Namespace) -> list[dict[str, Any]]:
                 figures["start_s"] = round(run["start_s"], 2)
             row["paths"][label] = figures
             start = f", start {figures['start_s']:.1f} s" if "start_s" in figures else ""
-            print(f"{label:26s} {figures['tok_s']:7.1f} tok/s  {tokens} tokens in "
+            print(f"{label:40s} {figures['tok_s']:7.1f} tok/s  {tokens} tokens in "
                   f"{figures['wall_s']:.1f} s{start}, same text as in-process "
                   f"{same}/{len(requests)}", flush=True)  # fmt: skip
         rows.append(row)
@@ -215,6 +217,9 @@ def main() -> None:
     parser.add_argument("--n-ctx", type=int, default=8192, help="in-process KV cells")
     parser.add_argument("--slot-ctx", type=int, default=2048, help="context of a server slot")
     parser.add_argument("--parallel", type=int, nargs="+", default=[1, 4])
+    parser.add_argument(
+        "--cache-prompt", action="store_true", help="speed: also each parallel with cache_prompt"
+    )
     parser.add_argument("--server-bin", default=None, help="default: PATH, then the shared build")
     parser.add_argument("--positions", type=int, default=400, help="ubatch: tokens compared")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
