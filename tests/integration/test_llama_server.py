@@ -34,6 +34,11 @@ ENDLESS_A = 'root ::= "a" root'  # never complete, so the end token is never all
 
 @pytest.fixture(scope="session")
 def server_bin(user_cache: Path) -> str:
+    return llama_server_binary(user_cache)
+
+
+def llama_server_binary(user_cache: Path) -> str:
+    """llama-server on PATH, the shared build in the user's cache, or a new build."""
     from ggufbench import llama_tools
 
     found = shutil.which("llama-server")
