@@ -221,3 +221,12 @@ def test_openai_identity_holds_what_v1_models_reports(ollama_url: str, imported:
     finally:
         client.request("DELETE", "/api/delete", body={"model": other}, ok=lambda code: True)
         client.close()
+
+
+@fake_only
+def test_a_model_removed_during_the_run_is_a_sentence(fake: FakeOllama) -> None:
+    fake.add_model("brief")
+    with OllamaBackend("brief", base_url=fake.url) as backend:
+        fake.models.clear()
+        with pytest.raises(BackendError, match="answered HTTP 404; check base_url and that the"):
+            backend.generate([GenRequest(prompt="x", max_tokens=2)])

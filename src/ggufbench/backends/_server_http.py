@@ -171,7 +171,7 @@ class NativeClient:
                 except httpx.HTTPError as exc:
                     raise _translate_transport_error(exc, url, limit) from exc
                 if not ok(response.status_code):
-                    _check_status(response, url)
+                    _check(response, url)
                 return response
             except _Retryable as retry:
                 if content is not None and not isinstance(content, bytes):
@@ -234,7 +234,7 @@ class NativeClient:
             with self._client.stream("POST", url, json=body, timeout=_limits(timeout_s)) as resp:
                 if resp.status_code >= 400:
                     resp.read()
-                    _check_status(resp, url)
+                    _check(resp, url)
                 for line in resp.iter_lines():
                     if time.monotonic() > deadline:
                         raise _timeout(url, timeout_s)
@@ -249,6 +249,15 @@ class NativeClient:
                     f"the stream from {url} broke off after it had started; retry the request"
                 ) from exc
             raise error from exc
+
+
+def _check(response: httpx.Response, url: str) -> None:
+    """An error status as one sentence (the openai runner's, but for a native path's 404)."""
+    if response.status_code == 404:
+        raise BackendError(
+            f"{url} answered HTTP 404; check base_url and that the server has the model"
+        )
+    _check_status(response, url)
 
 
 def _limits(seconds: float) -> httpx.Timeout:
