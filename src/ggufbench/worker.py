@@ -308,11 +308,8 @@ def attempt(run: Callable[[], None]) -> int:
 
     try:
         run()
-    except NotOwner:
-        print(
-            f"{ERROR_PREFIX}another process now drives this run; this worker stopped",
-            file=sys.stderr,
-        )
+    except NotOwner as exc:  # another driver took the run over, or the driver stopped us
+        print(f"{ERROR_PREFIX}{exc}", file=sys.stderr)
         return EXIT_NOT_OWNER
     except NotSupported as exc:  # the backend cannot do this task: retrying will not help
         print(f"{ERROR_PREFIX}{exc}", file=sys.stderr)

@@ -110,8 +110,8 @@ def gsm8k_reference(tmp_path_factory, smollm2, tasks_dir) -> Path:
 def test_a_sharded_suite_on_two_nodes_equals_the_local_run(tmp_path, cluster, smollm2, tasks_dir):
     models = {"smol": smollm2, "smol_q4_0": derived_path(smollm2, "Q4_0")}
     tasks = ["demo_mmlu", "demo_hellaswag"]
-    local = suite(tmp_path / "local.yaml", models, tasks, tasks_dir, limit=3)
-    sharded = suite(tmp_path / "sharded.yaml", models, tasks, tasks_dir, limit=3, shards=2)
+    local = suite(tmp_path / "local.yaml", models, tasks, tasks_dir, limit=2)
+    sharded = suite(tmp_path / "sharded.yaml", models, tasks, tasks_dir, limit=2, shards=2)
     done = ggufbench("run", str(local))
     assert done.returncode == 0, done.stdout + done.stderr
     done = ggufbench("run", str(sharded), *on_ray(cluster))
@@ -168,6 +168,21 @@ def test_the_driver_killed_then_resumed_gives_identical_samples(
     summary = json.loads((run_dir(file) / "summary.json").read_text())
     entry = summary["models"]["smol"]["benchmarks"]["demo_gsm8k_cot"]
     assert entry["requests"]["from_cache"] >= 1
+
+
+def test_sigterm_stops_the_tasks_and_exits_130(tmp_path, cluster, smollm2, tasks_dir):
+    file = suite(tmp_path / "term.yaml", {"smol": smollm2}, ["demo_gsm8k_cot"], tasks_dir, limit=9)
+    root = file.parent / "term-runs"
+    proc = start("run", str(file), *on_ray(cluster))
+    running_on(root, proc)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130, out
+    (attempt,) = json.loads((run_dir(file) / "run.json").read_text())["attempts"]
+    assert attempt["status"] == "interrupted"
+    assert "stopped" in (run_dir(file) / attempt["log"]).read_text()
+    state = json.loads(ggufbench("status", str(run_dir(file)), "--json").stdout)
+    assert [j["status"] for j in state["jobs"]] == ["pending"]
 
 
 def test_an_unreachable_cluster_is_one_sentence_and_nothing_starts(tmp_path, smollm2, tasks_dir):

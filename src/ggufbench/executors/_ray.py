@@ -97,6 +97,8 @@ class RayExecutor:
             .options(
                 num_cpus=0,
                 max_concurrency=10_000,
+                max_restarts=-1,  # should it die, calls wait for its restart: none is lost
+                max_task_retries=-1,
                 scheduling_strategy=NodeAffinitySchedulingStrategy(here, soft=True),
             )
             .remote()
@@ -125,6 +127,7 @@ class RayExecutor:
         fits = [i for i, r in nodes.items() if _fits(r, threads, order.footprint, gpus)]
         if not fits or not set(fits) - bad:
             reason = _no_node(job.id, threads, order.footprint, gpus, nodes, bool(fits))
+            _write_log(order.log, f"attempt {order.attempt} of {job.id}: {reason}\n")
             handle.private = _Task(None, Ending(False, reason, permanent=True))
             return handle
         options: dict[str, Any] = {
@@ -158,19 +161,20 @@ class RayExecutor:
         return task.ending
 
     def kill(self, handle: Handle) -> None:
-        self._cancel(handle, force=True)
+        self._cancel(handle)
         self._release(handle.private)
 
     def stop(self, handles: list[Handle], grace_s: float) -> None:
-        for handle in handles:  # the attempt is interrupted, and commits what it computed
-            self._cancel(handle, force=False)
+        if self.service is not None:  # each worker stops at its next call to the ledger
+            self.service.stop_attempts([(h.order.job.id, h.order.attempt) for h in handles])
         refs = [h.private.ref for h in handles if h.private.ref is not None]
-        if refs:
-            ready, _ = ray.wait(refs, num_returns=len(refs), timeout=grace_s)
-            for handle in handles:
-                if handle.private.ref is not None and handle.private.ref not in ready:
-                    self._cancel(handle, force=True)
+        ready = ray.wait(refs, num_returns=len(refs), timeout=grace_s)[0] if refs else []
         for handle in handles:
+            if handle.private.ref is not None and handle.private.ref not in ready:
+                self._cancel(handle)
+                _write_log(handle.order.log, "stopped by a signal: the task was cancelled\n")
+            elif handle.private.ref is not None:
+                self._ending(handle, handle.private.ref)  # its log
             self._release(handle.private)
 
     def close(self) -> None:
@@ -186,7 +190,7 @@ class RayExecutor:
         try:
             out = ray.get(ref)
         except ray.exceptions.RayError as exc:
-            reason = lost_reason(exc, handle.node or "its Ray node", self._nodes())
+            reason = lost_reason(exc, handle.node or "its Ray node")
             _write_log(order.log, f"attempt {order.attempt} of {order.job.id}: {reason}\n")
             return Ending(False, reason)
         _write_log(order.log, out["log"])
@@ -196,11 +200,12 @@ class RayExecutor:
             return Ending(False, ending.reason, permanent=False)
         return ending
 
-    def _cancel(self, handle: Handle, force: bool) -> None:
+    def _cancel(self, handle: Handle) -> None:
+        """End the task's worker process at once."""
         ref = handle.private.ref
         if ref is not None:
             try:
-                ray.cancel(ref, force=force)
+                ray.cancel(ref, force=True)
             except ray.exceptions.RayError:
                 pass  # it has ended already
 
@@ -303,7 +308,7 @@ def _has_client() -> bool:
     return True
 
 
-def lost_reason(exc: Exception, node: str, alive: dict[str, Any]) -> str:
+def lost_reason(exc: Exception, node: str) -> str:
     """Why Ray says a task ended without a result, in one sentence naming its node."""
     errors = ray.exceptions
     if isinstance(exc, errors.OutOfMemoryError):

@@ -156,12 +156,18 @@ class LedgerService:
         self.owner = owner
         self.on_place = on_place
         self.stopping = threading.Event()
+        self.stopped: set[tuple[str, int]] = set()  # attempts told to stop: (job id, n)
         self.commits = 0  # transactions that committed answers
         self.answers = 0
         self.thread = threading.Thread(target=self._loop, name="ledger-service", daemon=True)
 
     def start(self) -> None:
         self.thread.start()
+
+    def stop_attempts(self, attempts: list[tuple[str, int]]) -> None:
+        """Refuse these attempts' calls from now on, but their answers: a worker stops at its
+        next call (within about a second), committing what it computed."""
+        self.stopped.update(attempts)
 
     def stop(self) -> None:
         self.stopping.set()
@@ -220,7 +226,7 @@ class LedgerService:
         if kind == "lookup":
             return ledger.cache_get(args[0])
         job_id, attempt = args[0], args[1]
-        if not _current(ledger, self.owner, job_id, attempt):
+        if (job_id, attempt) in self.stopped or not _current(ledger, self.owner, job_id, attempt):
             raise NotOwner(f"attempt {attempt} of {job_id} was stopped by the driver")
         if kind == "progress":
             ledger.progress(self.owner, job_id, *args[2:])
