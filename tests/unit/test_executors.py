@@ -149,3 +149,14 @@ def test_on_ray_the_preflight_leaves_memory_to_the_cluster(tmp_path, monkeypatch
     assert not [p for p in on_ray.problems if "but this machine has" in p]
     assert on_ray.footprints == local.footprints  # what each job reserves on its node
     assert on_ray.footprints["m/elyza_tasks_100"] > on_ray.footprints["m"]
+
+
+def test_an_attempt_told_to_stop_is_refused_but_its_answers_are_kept(tmp_path):
+    ledger, owner, service, _ = served(tmp_path)
+    ledger.start_attempt("m/t", owner, "")
+    service.stop_attempts([("m/t", 1)])
+    row = ("k1", "generate", "model", {"prompt": "a"}, {"text": "b"})
+    batch = [(1, "progress", ("m/t", 1, 1, 2, None)), (2, "put", ([row],))]
+    answers = {call: (ok, value) for call, ok, value in service.serve(ledger, batch)}
+    assert answers[1][0] is False and "stopped by the driver" in answers[1][1]
+    assert answers[2] == (True, None) and ledger.cache_count() == 1
