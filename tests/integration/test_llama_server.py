@@ -69,7 +69,7 @@ def test_a_managed_server_has_the_files_identity_and_n_ctx_per_slot(
     assert managed.info.runner == "llama-server"
     assert managed.info.identity == sha256_of(smollm2)
     assert managed.n_ctx == 1024 and managed.concurrency == 2
-    assert managed.info.settings["build"] and managed.info.settings["parallel"] == 2
+    assert managed.info.settings["build"] and managed.info.settings["slots"] == 2
     assert managed.info.settings["server"].startswith("sha256:")
 
 

@@ -294,8 +294,8 @@ class LlamaServerBackend(StreamingBackend):
                 f"llama-server at {client.base_url} reports no context size in /props; "
                 "use a llama-server build from 2025 or later"
             )
-        slots = int(props.get("total_slots") or 1)
-        self.concurrency = self.launch.parallel if self.launch else (parallel or slots)
+        self.slots = int(props.get("total_slots") or 1)
+        self.concurrency = self.launch.parallel if self.launch else (parallel or self.slots)
         self.build = str(props.get("build_info") or "")
         template = chat_template or props.get("chat_template") or None
         name = Path(str(props.get("model_path") or "model")).name
@@ -317,7 +317,7 @@ class LlamaServerBackend(StreamingBackend):
         settings: dict[str, Any] = {
             "api": "llama-server /completion on token ids",
             "n_ctx": self.n_ctx,
-            "parallel": self.concurrency,
+            "slots": self.slots,  # requests decoded together can round differently
             "cache_prompt": self.cache_prompt,
             "stops": "stream closed at the first stop string",
             "build": self.build,
