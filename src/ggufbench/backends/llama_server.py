@@ -250,8 +250,11 @@ class LlamaServerBackend(StreamingBackend):
             raise
 
     @classmethod
-    def from_model(cls, model: Mapping[str, Any], threads: int | None) -> LlamaServerBackend:
-        """The backend for a model's settings as the worker has them (plan.model_settings)."""
+    def from_model(
+        cls, model: Mapping[str, Any], threads: int | None, log_path: Path | None = None
+    ) -> LlamaServerBackend:
+        """The backend for a model's settings as the worker has them (plan.model_settings);
+        a managed server's output goes to ``log_path`` (a temporary file when None)."""
         common: dict[str, Any] = {
             "cache_prompt": bool(model.get("cache_prompt", False)),
             "chat_template": model.get("chat_template"),
@@ -271,6 +274,7 @@ class LlamaServerBackend(StreamingBackend):
             n_gpu_layers=int(model.get("n_gpu_layers") or 0),
             threads=model.get("threads") or threads,
             parallel=int(model.get("parallel") or 1),
+            log_path=log_path,
         )
         return cls(launch, identity=model.get("sha256"), **common)
 
