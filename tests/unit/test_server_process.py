@@ -155,3 +155,12 @@ def test_a_server_started_off_the_main_thread_is_owned_by_a_lasting_thread() -> 
         assert out[0].alive()  # the forking thread is gone, the server is not
     finally:
         out[0].stop()
+
+
+def test_a_named_log_is_kept(tmp_path: Path) -> None:
+    log = tmp_path / "logs" / "job.server.log"
+    log.parent.mkdir()
+    server = ServerProcess([PY, "-c", "print('model loaded', flush=True)"], name="s", log_path=log)
+    assert process_gone(server.pid, 10.0)
+    server.stop()
+    assert "model loaded" in log.read_text()
