@@ -19,13 +19,17 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from ggufbench.errors import ConfigError, SuiteWarning
 
-RUNNERS = ("llama-cpp", "openai")
+RUNNERS = ("llama-cpp", "llama-server", "ollama", "openai")
 RUNNER_ALIASES = {
     "llama-cpp": "llama-cpp",
     "llama_cpp": "llama-cpp",
     "llama.cpp": "llama-cpp",
     "llamacpp": "llama-cpp",
     "gguf": "llama-cpp",
+    "llama-server": "llama-server",
+    "llama_server": "llama-server",
+    "llamaserver": "llama-server",
+    "ollama": "ollama",
     "openai": "openai",
 }
 ALIAS_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$"
@@ -50,7 +54,9 @@ class _Frozen(BaseModel):
 class Defaults(_Frozen):
     """Settings every model inherits unless it sets its own."""
 
-    runner: str = Field("llama-cpp", description="how models run: llama-cpp or openai")
+    runner: str = Field(
+        "llama-cpp", description="how models run: llama-cpp, llama-server, ollama or openai"
+    )
     n_ctx: int = Field(4096, ge=128, description="context length in tokens")
     n_gpu_layers: int = Field(-1, ge=-1, description="layers offloaded to the GPU, -1 all")
     threads: int | None = Field(None, ge=1, description="CPU threads; default: shared fairly")
@@ -66,7 +72,9 @@ class ModelSpec(_Frozen):
     """One model to evaluate."""
 
     alias: str = Field(pattern=ALIAS_PATTERN, description="short unique name used in reports")
-    path: Path | None = Field(None, description="the GGUF file (llama-cpp runner)")
+    path: Path | None = Field(
+        None, description="the GGUF file (llama-cpp; llama-server managed; ollama to import)"
+    )
     baseline: bool = Field(False, description="the model others are compared with")
     runner: str | None = Field(None, description="overrides defaults.runner")
     n_ctx: int | None = Field(None, ge=128)
@@ -75,10 +83,20 @@ class ModelSpec(_Frozen):
     chat_template: str | None = Field(None, description="Jinja chat template override")
     thinking: ThinkingSpec = Field("none", description="none | think | quad | [tag, ...]")
     description: str | None = None
-    base_url: str | None = Field(None, description="OpenAI-compatible URL ending in /v1")
+    base_url: str | None = Field(
+        None, description="the server: openai (ending in /v1), llama-server attached, ollama"
+    )
     model: str | None = Field(None, description="model name at base_url")
     api_key_env: str | None = Field(None, description="environment variable with the API key")
     concurrency: int | None = Field(None, ge=1, description="requests at once (openai); 4")
+    server_bin: str | None = Field(
+        None, description="the llama-server program (managed); default: PATH, else a build"
+    )
+    parallel: int | None = Field(
+        None, ge=1, description="server slots (llama-server) or requests in flight (ollama)"
+    )
+    cache_prompt: bool = Field(False, description="llama-server reuses a slot's KV cache")
+    ollama_name: str | None = Field(None, description="the model's name in Ollama")
 
     @field_validator("runner", mode="before")
     @classmethod
@@ -207,6 +225,8 @@ class Suite(_Frozen):
             raise ValueError(f"model alias '{dupes[0]}' is used twice; aliases must be unique")
         if sum(m.baseline for m in self.models) > 1:
             raise ValueError("more than one model has baseline: true; mark only one")
+        for model in self.models:
+            _check_runner_fields(model, self.runner_of(model))
         return self
 
     def benchmark_specs(self) -> list[tuple[str, Any]]:
@@ -223,6 +243,22 @@ class Suite(_Frozen):
 
     def runner_of(self, model: ModelSpec) -> str:
         return model.runner or self.defaults.runner
+
+
+def _check_runner_fields(model: ModelSpec, runner: str) -> None:
+    """The keys a server runner cannot do without, in one sentence."""
+    where = f"model '{model.alias}' uses runner {runner}"
+    if runner == "llama-server" and (model.path is None) == (model.base_url is None):
+        given = "both path and base_url" if model.path is not None else "neither path nor base_url"
+        raise ValueError(
+            f"{where} with {given}; give path (a server started for each job) "
+            "or base_url (a server already running)"
+        )
+    if runner == "ollama" and model.ollama_name is None and model.path is None:
+        raise ValueError(
+            f"{where} with neither ollama_name nor path; give ollama_name (a model in "
+            "Ollama) or path (a GGUF file to import)"
+        )
 
 
 def _first_error(exc: ValidationError) -> str:
@@ -286,7 +322,14 @@ def _resolve_paths(suite: Suite, base: Path, source: str) -> Suite:
     def fix(p: Path | None) -> Path | None:
         return None if p is None else _resolved(p, base, source)
 
-    models = [m.model_copy(update={"path": fix(m.path)}) for m in suite.models]
+    def program(name: str | None) -> str | None:
+        """A program given as a path is taken from ``base``; a bare name is looked up on PATH."""
+        return name if name is None or "/" not in name else str(fix(Path(name)))
+
+    models = [
+        m.model_copy(update={"path": fix(m.path), "server_bin": program(m.server_bin)})
+        for m in suite.models
+    ]
     benchmarks = []
     for item in suite.benchmarks:
         ((kind, body),) = item.items()
