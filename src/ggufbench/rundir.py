@@ -128,8 +128,15 @@ def write_json(path: Path, data: Any) -> None:
 
 
 def suite_digest(suite: Suite) -> tuple[str, str]:
+    """The suite as written into a run, and the digest that finds its unfinished run.
+
+    Where the jobs run (the executor and its address) changes no answer, so it is left
+    out of the digest: ``run SUITE --executor ray`` resumes the same suite's local run.
+    """
     text = suite_to_yaml(suite)
-    return text, hashlib.sha256(text.encode("utf-8")).hexdigest()
+    placeless = suite.execution.model_copy(update={"executor": "local", "address": "auto"})
+    same = suite_to_yaml(suite.model_copy(update={"execution": placeless}))
+    return text, hashlib.sha256(same.encode("utf-8")).hexdigest()
 
 
 def find_unfinished(suite: Suite) -> RunDir | None:

@@ -31,11 +31,12 @@ def register(app: typer.Typer) -> None:
         live = "driven by a live process" if state["live"] else "no process drives it"
         run_id, run_status = escape(str(state["run_id"])), escape(str(state["status"]))
         out.print(f"run {run_id}: [bold]{run_status}[/] ({live})")
-        table = Table("job", "status", "attempts", "progress", "where", "error")
+        table = Table("job", "status", "attempts", "progress", "rate", "where", "error")
         for job in state["jobs"]:
             progress = f"{job['done']}/{job['total']}" if job["total"] else "–"
             error = (job["error"] or "")[:80]
             where = " ".join(str(job.get(k) or "") for k in ("host", "device")).strip()
-            cells = (job["id"], job["status"], str(job["attempts"]), progress, where, error)
+            rate = f"{job['rate']:.1f}/s" if job.get("rate") is not None else "–"
+            cells = (job["id"], job["status"], str(job["attempts"]), progress, rate, where, error)
             table.add_row(*(Text(cell) for cell in cells))
         out.print(table)

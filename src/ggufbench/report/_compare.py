@@ -65,7 +65,11 @@ def _load(path: Path) -> _Run:
     ledger = Ledger(run.ledger)
     try:
         summary = build_summary(run, ledger, status)
-        specs = {(j.model, j.benchmark): dict(j.spec.get("benchmark") or {}) for j in ledger.jobs()}
+        specs = {
+            (j.model, j.benchmark): dict(j.spec.get("benchmark") or {})
+            for j in ledger.jobs()
+            if "shard" not in j.spec
+        }
     finally:
         ledger.close()
     return _Run(path, str(meta.get("id") or path.name), meta, summary, specs)

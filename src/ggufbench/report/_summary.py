@@ -38,7 +38,7 @@ def build_summary(
             "benchmarks": {},
         }
     for job in ledger.jobs():
-        if job.model not in models:
+        if job.model not in models or "shard" in job.spec:  # a shard's answers are its task's
             continue
         result = job.result or {}
         status_of = (
@@ -52,6 +52,10 @@ def build_summary(
             "requests": result.get("requests", {"total": 0, "computed": 0, "from_cache": 0}),
             "attempts": job.attempts,
             "error": job.error if job.status != "done" else None,
+            "ran_on": [
+                {"attempt": a["n"], "host": a.get("host"), "status": a["status"]}
+                for a in ledger.attempts(job.id)
+            ],
         }
         _mark_direction(entry["metrics"], run, job.model, job.benchmark)
         for extra in ("gen_tokens", "compute_s", "judge", "distribution", "failures", "n_scored"):
