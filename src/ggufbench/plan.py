@@ -39,7 +39,18 @@ def model_settings(suite: Suite, model: ModelSpec) -> dict[str, Any]:
         "model": model.model,
         "api_key_env": model.api_key_env,
         "concurrency": model.concurrency,
+        "server_bin": model.server_bin,
+        "parallel": model.parallel,
+        "cache_prompt": model.cache_prompt,
+        "ollama_name": model.ollama_name,
     }
+
+
+def loads_here(settings: dict[str, Any]) -> bool:
+    """Whether a job loads the model on its own machine: in-process, or in a llama-server
+    started for the job. Other runners reach a server that holds the model already."""
+    runner = settings.get("runner")
+    return runner == "llama-cpp" or (runner == "llama-server" and not settings.get("base_url"))
 
 
 def job_id(alias: str, benchmark: str) -> str:
