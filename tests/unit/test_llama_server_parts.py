@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from ggufbench.backends._server_http import Chunk, read_generation
+from ggufbench.backends._http import Chunk, read_generation
 from ggufbench.backends.llama_server import NO_LOGLIK, ServerLaunch, _chunk, _server_root
 from ggufbench.thinking import thinking_format
 

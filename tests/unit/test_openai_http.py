@@ -1,4 +1,9 @@
-"""The OpenAI-compatible backend against httpx.MockTransport: no server, no sleeping."""
+"""The OpenAI-compatible backend against httpx.MockTransport: no server, no sleeping.
+
+The backend raises a failure another attempt may not meet (``Retryable``) at once;
+the retry layer the cache wrapper calls it through (:mod:`ggufbench.retries`) tries
+again as the backend's ``retry`` policy says: :func:`retried` calls it that way.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +17,15 @@ from email.utils import format_datetime
 import httpx
 import pytest
 
-from ggufbench.backends._base import Backend, GenRequest, GenResult, LoglikRequest, NotSupported
+from ggufbench import retries
+from ggufbench.backends._base import (
+    Backend,
+    GenRequest,
+    GenResult,
+    LoglikRequest,
+    NotSupported,
+    Retryable,
+)
 from ggufbench.backends.openai_http import OpenAIBackend
 from ggufbench.errors import BackendError, BackendTimeout, ConfigError
 
@@ -42,6 +55,12 @@ def make(handler: Handler, **kwargs: object) -> tuple[OpenAIBackend, list[float]
         **options,  # type: ignore[arg-type]
     )
     return backend, sleeps
+
+
+def retried(backend: OpenAIBackend, request: GenRequest) -> GenResult:
+    """One answer, through the retry layer as the cache wrapper calls the backend."""
+    (result,) = retries.call(lambda: backend.generate([request]), retries.policy_of(backend))
+    return result
 
 
 def scripted(
@@ -100,7 +119,7 @@ def test_429_honours_retry_after_seconds() -> None:
         [httpx.Response(429, headers={"Retry-After": "7"}), httpx.Response(200, json=chat_body())]
     )
     backend, sleeps = make(handler)
-    assert backend.generate([CHAT])[0].text == "4"
+    assert retried(backend, CHAT).text == "4"
     assert sleeps == [7.0] and len(seen) == 2
 
 
@@ -110,7 +129,7 @@ def test_429_honours_retry_after_http_date() -> None:
         [httpx.Response(429, headers={"Retry-After": when}), httpx.Response(200, json=chat_body())]
     )
     backend, sleeps = make(handler)
-    backend.generate([CHAT])
+    retried(backend, CHAT)
     assert len(sleeps) == 1 and 25 <= sleeps[0] <= 31
 
 
@@ -120,15 +139,15 @@ def test_5xx_retried_with_exponential_backoff() -> None:
         + [httpx.Response(200, json=chat_body())]
     )
     backend, sleeps = make(handler)
-    assert backend.generate([CHAT])[0].text == "4"
+    assert retried(backend, CHAT).text == "4"
     assert sleeps == [0.5, 1.0, 2.0] and len(seen) == 4
 
 
 def test_5xx_gives_up_after_retries_with_the_url() -> None:
     handler, seen = scripted([httpx.Response(500, text=SECRET) for _ in range(3)])
     backend, sleeps = make(handler, retries=2)
-    with pytest.raises(BackendError) as info:
-        backend.generate([CHAT])
+    with pytest.raises(Retryable) as info:
+        retried(backend, CHAT)
     message = str(info.value)
     assert f"{BASE}/chat/completions" in message and "500" in message
     assert SECRET not in message
@@ -140,22 +159,22 @@ def test_connection_error_retried() -> None:
         [httpx.ConnectError("refused"), httpx.Response(200, json=chat_body("3"))]
     )
     backend, sleeps = make(handler)
-    assert backend.generate([CHAT])[0].text == "3"
+    assert retried(backend, CHAT).text == "3"
     assert sleeps == [0.5]
 
 
 def test_connection_error_exhausted_names_url() -> None:
     handler, _ = scripted([httpx.ConnectError("refused") for _ in range(2)])
     backend, _ = make(handler, retries=1)
-    with pytest.raises(BackendError, match=r"cannot connect to http://judge\.test/v1"):
-        backend.generate([CHAT])
+    with pytest.raises(Retryable, match=r"cannot connect to http://judge\.test/v1"):
+        retried(backend, CHAT)
 
 
 def test_read_timeout_is_backend_timeout_and_not_retried() -> None:
     handler, seen = scripted([httpx.ReadTimeout("slow")])
     backend, sleeps = make(handler, timeout_s=5)
     with pytest.raises(BackendTimeout, match=r"judge\.test/v1/chat/completions.*5 s"):
-        backend.generate([CHAT])
+        retried(backend, CHAT)
     assert len(seen) == 1 and sleeps == []
 
 
@@ -163,7 +182,7 @@ def test_4xx_not_retried_and_body_not_quoted() -> None:
     handler, seen = scripted([httpx.Response(404, json={"error": {"message": SECRET}})])
     backend, _ = make(handler)
     with pytest.raises(BackendError) as info:
-        backend.generate([TEXT])
+        retried(backend, TEXT)
     assert "404" in str(info.value) and "/v1" in str(info.value)
     assert SECRET not in str(info.value) and len(seen) == 1
 
@@ -275,11 +294,14 @@ def test_stream_chat_pieces() -> None:
         {"choices": [{"delta": {"content": "nk>x</think>答え"}}]},
         {"choices": [{"delta": {}, "finish_reason": "stop"}]},
     ]
-    handler, seen = scripted([httpx.Response(503), httpx.Response(200, content=sse(events))])
+    script = [httpx.Response(503), httpx.Response(503), httpx.Response(200, content=sse(events))]
+    handler, seen = scripted(script)
     backend, sleeps = make(handler)
-    pieces: Iterator[str] = backend.stream(CHAT)
+    with pytest.raises(Retryable, match="503"):
+        list(backend.stream(CHAT))  # raised at once: the retry layer tries again
+    pieces: Iterator[str] = retries.call(lambda: list(backend.stream(CHAT)), backend.retry)
     assert list(pieces) == ["<thi", "nk>x</think>答え"]
-    assert json.loads(seen[1].content)["stream"] is True and sleeps == [0.5]
+    assert json.loads(seen[2].content)["stream"] is True and sleeps == [0.5]
 
 
 def test_stream_text_and_error_event() -> None:

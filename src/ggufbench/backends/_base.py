@@ -5,13 +5,17 @@ loglikelihood kinds are optional (HTTP chat APIs cannot give prompt logprobs)
 and raise :class:`NotSupported` where the backend cannot answer them exactly.
 
 Backends are plain: no retries, no caching, no ledger writes. Those live in the
-wrapper that calls them (the lm-eval adapter and the benchmark code), so every
-backend gets them the same way.
+wrapper that calls them (the cache wrapper, :mod:`ggufbench.cached`), so every
+backend gets them the same way. A backend raises :class:`Retryable` at once for a
+failure that another attempt may not meet, and says with ``retry`` (a
+:class:`RetryPolicy`) how often and how patiently its requests are worth trying
+again; :mod:`ggufbench.retries` does the trying.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
@@ -21,6 +25,38 @@ from ggufbench.thinking import ThinkingFormat
 
 class NotSupported(BackendError):
     """This backend cannot answer this kind of request."""
+
+
+class Retryable(BackendError):
+    """A failure that another attempt of the same request may not meet: a server that
+    answered 429 or 5xx, or a connection lost before the answer began. ``wait_s``: how
+    long the server asked to wait (``Retry-After``), if it said."""
+
+    def __init__(self, message: str, wait_s: float | None = None) -> None:
+        super().__init__(message)
+        self.wait_s = wait_s
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How a backend's :class:`Retryable` failures are tried again: up to ``retries``
+    more times, waiting ``backoff_s`` doubled at each attempt (at most ``max_backoff_s``),
+    or what the server asked (at most ``max_wait_s``). ``sleep`` is for tests."""
+
+    retries: int = 2
+    backoff_s: float = 1.0
+    max_backoff_s: float = 60.0
+    max_wait_s: float = 300.0
+    sleep: Callable[[float], None] = field(default=time.sleep, compare=False, repr=False)
+
+    def wait_s(self, attempt: int, error: Retryable) -> float:
+        """Seconds to wait before attempt ``attempt + 1`` (0-based) after ``error``."""
+        if error.wait_s is not None:
+            return min(error.wait_s, self.max_wait_s)
+        return min(self.backoff_s * 2**attempt, self.max_backoff_s)
+
+
+NO_RETRY = RetryPolicy(retries=0)
 
 
 @dataclass(frozen=True)

@@ -2,29 +2,27 @@
 ``/completion`` and Ollama's ``/api/generate`` and ``/api/chat``.
 
 - :class:`NativeClient`: JSON requests and streamed answers, with the same
-  limits as the ``openai`` runner: a time limit per request, retries of 5xx,
-  429 and connection errors before an answer has started, and errors as one
-  sentence that names the URL and never quotes the server's body (it may echo
-  the prompt). How a transport failure or a status code becomes that sentence
-  is :mod:`.openai_http`'s, imported, not repeated.
-- :func:`read_generation`: an answer read piece by piece up to the first stop
-  string (in the answer only, for a thinking model: :class:`AnswerCut`); the
-  stream is then closed, which ends the generation on the server.
+  limits and errors as the ``openai`` runner (:mod:`._http`): a time limit per
+  request, and errors as one sentence that names the URL. Failures another
+  attempt may not meet are raised as ``Retryable`` at once; the cache wrapper
+  retries them, as its ``retry`` policy says.
 - :class:`StreamingBackend`: the backend contract over one request's
   ``_generate_one``, with up to ``concurrency`` requests in flight and answers
   yielded as they complete (``generate_iter``), so the cache wrapper commits
   each at once.
+- :func:`openai_identity`: the ``openai`` runner's identity, with what the
+  server's ``/v1/models`` reports.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Generator, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
-from dataclasses import dataclass
+from contextlib import contextmanager
 from types import TracebackType
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
 import httpx
 
@@ -35,64 +33,25 @@ from ggufbench.backends._base import (
     LoglikRequest,
     LoglikResult,
     NotSupported,
+    RetryPolicy,
 )
-from ggufbench.backends.openai_http import (
-    _check_status,
-    _headers,
-    _json_body,
-    _Retryable,
-    _timeout,
-    _translate_transport_error,
+from ggufbench.backends._http import (
+    Chunk,
+    check_status,
+    json_body,
+    limits,
+    request_headers,
+    stream_chunks,
+    transport_error,
 )
-from ggufbench.errors import BackendError, ConfigError
-from ggufbench.thinking import AnswerCut, ThinkingFormat, thinking_format
+from ggufbench.errors import ConfigError
+from ggufbench.thinking import ThinkingFormat
 
-__all__ = ["Chunk", "NativeClient", "StreamingBackend", "read_generation"]
+__all__ = ["NativeClient", "StreamingBackend", "openai_identity", "served_model"]
 
-_MAX_BACKOFF_S = 30.0
-Finish = Literal["stop", "length"]
 _B = TypeVar("_B", bound="StreamingBackend")
-PLAIN = thinking_format(None)
-
-
-@dataclass(frozen=True)
-class Chunk:
-    """One streamed event: text, the tokens it holds, and, on the last, how it ended."""
-
-    text: str = ""
-    n_tokens: int = 0
-    finish: Finish | None = None
-    n_prompt: int | None = None
-    done: bool = False
-
-
-def read_generation(
-    chunks: Iterator[Chunk],
-    stops: Sequence[str],
-    thinking: ThinkingFormat | None,
-    n_prompt: int = 0,
-) -> GenResult:
-    """Read ``chunks`` to the end or to the first stop string that counts.
-
-    Without a thinking format the text is cut before that stop string (the
-    in-process engine's rule). With one, stop strings count only in the answer
-    and the text comes back whole, for the thinking wrapper to parse.
-    """
-    fmt = thinking if thinking is not None and thinking.style != "none" else None
-    cut = AnswerCut(fmt or PLAIN, stops)
-    pieces: list[str] = []
-    n_tokens, finish = 0, None
-    for chunk in chunks:
-        pieces.append(chunk.text)
-        n_tokens += chunk.n_tokens
-        finish = chunk.finish or finish
-        n_prompt = chunk.n_prompt if chunk.n_prompt is not None else n_prompt
-        if cut.feed(chunk.text) is not None or chunk.done:
-            break
-    text = "".join(pieces)
-    if cut.at is not None:
-        return GenResult(text if fmt else text[: cut.at], "stop", n_prompt, n_tokens)
-    return GenResult(text, "length" if finish == "length" else "stop", n_prompt, n_tokens)
+NATIVE_HINTS = {404: "check base_url and that the server has the model"}
+NOT_JSON = "check base_url"
 
 
 class NativeClient:
@@ -103,30 +62,23 @@ class NativeClient:
         base_url: str,
         *,
         timeout_s: float = 600.0,
-        retries: int = 2,
-        backoff_s: float = 1.0,
         connections: int = 4,
         api_key_env: str | None = None,
         transport: httpx.BaseTransport | None = None,
-        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         if not base_url.startswith(("http://", "https://")):
             raise ConfigError(
                 f"base_url {base_url!r} is not an http(s) URL; give it as http://HOST:PORT"
             )
-        if timeout_s <= 0 or retries < 0 or connections < 1:
+        if timeout_s <= 0 or connections < 1:
             raise ConfigError(
-                f"the limits for {base_url} are invalid (timeout_s {timeout_s}, retries "
-                f"{retries}); use timeout_s > 0 and retries >= 0"
+                f"the limits for {base_url} are invalid (timeout_s {timeout_s}); use timeout_s > 0"
             )
         self.base_url = base_url.rstrip("/")
         self.timeout_s = float(timeout_s)
-        self.retries = retries
-        self.backoff_s = backoff_s
-        self._sleep = sleep
         self._client = httpx.Client(
-            headers=_headers(api_key_env, self.base_url),
-            timeout=_limits(self.timeout_s),
+            headers=request_headers(api_key_env, self.base_url),
+            timeout=limits(self.timeout_s),
             limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections),
             transport=transport,
         )
@@ -155,44 +107,26 @@ class NativeClient:
         timeout_s: float | None = None,
         ok: Callable[[int], bool] = lambda code: code < 400,
     ) -> httpx.Response:
-        """The response once ``ok(status)``; otherwise the error as one sentence.
-
-        Connection errors, 5xx and 429 are retried (not when ``content`` is a
-        stream that cannot be sent twice).
-        """
+        """The response once ``ok(status)``; otherwise the error as one sentence."""
         url = self.url(path)
         limit = timeout_s or self.timeout_s
-        for attempt in range(self.retries + 1):
-            try:
-                try:
-                    response = self._client.request(
-                        method, url, json=body, content=content, timeout=_limits(limit)
-                    )
-                except httpx.HTTPError as exc:
-                    raise _translate_transport_error(exc, url, limit) from exc
-                if not ok(response.status_code):
-                    _check(response, url)
-                return response
-            except _Retryable as retry:
-                if content is not None and not isinstance(content, bytes):
-                    raise retry.error from None
-                self.wait_before_retry(attempt, retry)
-        raise AssertionError("unreachable")  # pragma: no cover
+        try:
+            response = self._client.request(
+                method, url, json=body, content=content, timeout=limits(limit)
+            )
+        except httpx.HTTPError as exc:
+            raise transport_error(exc, url, limit) from exc
+        if not ok(response.status_code):
+            check_status(response, url, NATIVE_HINTS)
+        return response
 
     def get_json(self, path: str, timeout_s: float | None = None) -> dict[str, Any]:
         response = self.request("GET", path, timeout_s=timeout_s)
-        return _json_body(response, self.url(path))
+        return json_body(response, self.url(path), NOT_JSON)
 
     def post_json(self, path: str, body: Any, timeout_s: float | None = None) -> dict[str, Any]:
         response = self.request("POST", path, body=body, timeout_s=timeout_s)
-        return _json_body(response, self.url(path))
-
-    def wait_before_retry(self, attempt: int, retry: _Retryable) -> None:
-        if attempt >= self.retries:
-            raise retry.error
-        wait = retry.wait_s if retry.wait_s is not None else self.backoff_s * 2**attempt
-        if wait > 0:
-            self._sleep(min(wait, _MAX_BACKOFF_S))
+        return json_body(response, self.url(path), NOT_JSON)
 
     # -- a streamed answer ------------------------------------------------------------
 
@@ -206,77 +140,25 @@ class NativeClient:
     ) -> GenResult:
         """POST ``body``, parse each line of the streamed answer, ``read`` the chunks.
 
-        A failure before the first chunk is retried; the stream is closed when
-        ``read`` returns, which stops the generation on the server.
+        The stream is closed when ``read`` returns, which stops the generation on
+        the server.
         """
-        deadline = time.monotonic() + timeout_s
-        for attempt in range(self.retries + 1):
-            chunks = self._stream_attempt(path, body, parse, deadline, timeout_s)
-            try:
-                return read(chunks)
-            except _Retryable as retry:
-                self.wait_before_retry(attempt, retry)
-            finally:
-                chunks.close()
-        raise AssertionError("unreachable")  # pragma: no cover
-
-    def _stream_attempt(
-        self,
-        path: str,
-        body: dict[str, Any],
-        parse: Callable[[str], Chunk | None],
-        deadline: float,
-        timeout_s: float,
-    ) -> Generator[Chunk, None, None]:
         url = self.url(path)
-        started = False
-        try:
-            with self._client.stream("POST", url, json=body, timeout=_limits(timeout_s)) as resp:
-                if resp.status_code >= 400:
-                    resp.read()
-                    _check(resp, url)
-                for line in resp.iter_lines():
-                    if time.monotonic() > deadline:
-                        raise _timeout(url, timeout_s)
-                    chunk = parse(line)
-                    if chunk is not None:
-                        started = True
-                        yield chunk
-        except httpx.HTTPError as exc:
-            error = _translate_transport_error(exc, url, timeout_s)
-            if started and isinstance(error, _Retryable):
-                raise BackendError(
-                    f"the stream from {url} broke off after it had started; retry the request"
-                ) from exc
-            raise error from exc
-
-
-def _check(response: httpx.Response, url: str) -> None:
-    """An error status as one sentence (the openai runner's, but for a native path's 404)."""
-    if response.status_code == 404:
-        raise BackendError(
-            f"{url} answered HTTP 404; check base_url and that the server has the model"
+        chunks = stream_chunks(
+            self._open(url, body, timeout_s), url, parse, time.monotonic() + timeout_s, timeout_s
         )
-    _check_status(response, url)
+        try:
+            return read(chunks)
+        finally:
+            chunks.close()
 
-
-def _limits(seconds: float) -> httpx.Timeout:
-    return httpx.Timeout(seconds, connect=min(seconds, 30.0))
-
-
-def json_line(line: str, url: str) -> dict[str, Any] | None:
-    """A streamed line's JSON object; None for an empty line."""
-    if not line.strip():
-        return None
-    try:
-        data = json.loads(line)
-    except json.JSONDecodeError:
-        raise BackendError(f"{url} sent a stream line that is not JSON") from None
-    if not isinstance(data, dict):
-        raise BackendError(f"{url} sent a stream line that is not a JSON object")
-    if "error" in data:
-        raise BackendError(f"{url} sent an error in the middle of the answer")
-    return data
+    @contextmanager
+    def _open(self, url: str, body: dict[str, Any], timeout_s: float) -> Iterator[httpx.Response]:
+        with self._client.stream("POST", url, json=body, timeout=limits(timeout_s)) as response:
+            if response.status_code >= 400:
+                response.read()
+                check_status(response, url, NATIVE_HINTS)
+            yield response
 
 
 SERVED_FACTS = ("id", "owned_by", "root", "parent", "max_model_len", "meta")
@@ -295,7 +177,7 @@ def served_model(client: NativeClient, models_path: str, name: str | None) -> di
     response = client.request("GET", models_path, ok=lambda code: code < 400 or code == 404)
     if response.status_code == 404:
         return {}
-    data = _json_body(response, url).get("data")
+    data = json_body(response, url, NOT_JSON).get("data")
     entries = [e for e in data if isinstance(e, dict)] if isinstance(data, list) else []
     found = [e for e in entries if e.get("id") == name] or (entries if len(entries) == 1 else [])
     if not found:
@@ -320,7 +202,7 @@ def openai_identity(
     served under the same name with the same metadata cannot be told apart.
     """
     with NativeClient(
-        base_url, timeout_s=30, retries=1, api_key_env=api_key_env, transport=transport
+        base_url, timeout_s=30, api_key_env=api_key_env, transport=transport
     ) as client:
         facts = served_model(client, "/models", model)
     reported = json.dumps(facts, sort_keys=True, separators=(",", ":")) if facts else "{}"
@@ -332,11 +214,13 @@ class StreamingBackend:
 
     ``concurrency`` requests are in flight at once (the server's slots);
     ``time_limit_s`` (set by the ELYZA job from measured speed) bounds one
-    request, else ``timeout_s``. Loglikelihood raises :class:`NotSupported`
-    with ``no_loglik``.
+    request, else ``timeout_s``; ``retry`` says how the cache wrapper retries a
+    request that met a ``Retryable`` failure. Loglikelihood raises
+    :class:`NotSupported` with ``no_loglik``.
     """
 
     info: BackendInfo
+    retry = RetryPolicy()
     concurrency: int = 1
     timeout_s: float = 600.0
     time_limit_s: float | None = None

@@ -23,7 +23,6 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
 
 from ggufbench.backends._base import (
     BackendInfo,
@@ -32,6 +31,7 @@ from ggufbench.backends._base import (
     LoglikRequest,
     LoglikResult,
 )
+from ggufbench.backends._chat import render_chat
 from ggufbench.engine import (
     GenDone,
     GenJob,
@@ -237,49 +237,15 @@ class LlamaCppBackend:
     def apply_chat_template(
         self, messages: Sequence[tuple[str, str]], add_generation_prompt: bool = True
     ) -> str:
-        """The chat as the model's template renders it, ending where the model starts.
-
-        ``add_generation_prompt``: end with the template's assistant opening.
-        Without it the last message (an assistant turn that lm-eval opens with
-        a task's ``gen_prefix``) is continued: the text ends right after it.
-        """
-        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
-
-        if not self.chat_template:
-            raise BackendError(
-                f"{self.path.name} has no chat template; set chat_template for this model"
-            )
-        formatter = Jinja2ChatFormatter(
+        """The chat as the model's template renders it (:func:`._chat.render_chat`)."""
+        return render_chat(
             self.chat_template,
-            self._eos_text,
             self._bos_text,
-            add_generation_prompt=add_generation_prompt,
+            self._eos_text,
+            messages,
+            add_generation_prompt,
+            self.path.name,
         )
-        msgs: Any = [{"role": role, "content": content} for role, content in messages]
-        prompt = formatter(messages=msgs).prompt
-        if add_generation_prompt or not messages:
-            return prompt
-        return self._continue_final(prompt, messages[-1][1])
-
-    def _continue_final(self, prompt: str, final: str) -> str:
-        """Cut the rendered chat right after its last message's text.
-
-        The same rule as Hugging Face's ``continue_final_message`` (which
-        lm-eval's HF model uses), written out because transformers is not a
-        dependency: the last occurrence of the stripped message, keeping its
-        trailing whitespace where the template kept it.
-        """
-        core = final.strip()
-        if core not in prompt:
-            raise BackendError(
-                f"the chat template of {self.path.name} drops the text of the last message, "
-                "so the answer cannot continue it; set a chat_template that keeps it"
-            )
-        at = prompt.rindex(core)
-        kept = final.lstrip()
-        if prompt[at : at + len(kept)] == kept:
-            return prompt[: at + len(kept)]
-        return prompt[: at + len(core)]
 
     def _job(self, request: GenRequest, thinking: ThinkingFormat | None) -> GenJob:
         if request.messages:

@@ -39,20 +39,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import httpx
 
-from ggufbench.backends._base import BackendInfo, GenRequest, GenResult
-from ggufbench.backends._server_http import (
-    Chunk,
-    Finish,
-    NativeClient,
-    StreamingBackend,
-    json_line,
-    read_generation,
-    served_model,
-)
+from ggufbench.backends._base import BackendInfo, GenRequest, GenResult, RetryPolicy
+from ggufbench.backends._chat import render_chat
+from ggufbench.backends._http import Chunk, Finish, json_line, read_generation
+from ggufbench.backends._server_http import NativeClient, StreamingBackend, served_model
 from ggufbench.backends._server_process import HOST, ServerProcess, free_port, port_is_free
 from ggufbench.errors import BackendError, ConfigError
 from ggufbench.thinking import ThinkingFormat
@@ -184,27 +178,6 @@ def _server_root(base_url: str) -> str:
     return root[: -len("/v1")] if root.endswith("/v1") else root
 
 
-class _ChatTemplate:
-    """The attributes that the in-process runner's chat rendering reads, so both
-    runners render a chat with the same code (LlamaCppBackend.apply_chat_template)."""
-
-    def __init__(self, template: str | None, bos: str, eos: str, name: str) -> None:
-        self.chat_template = template
-        self._bos_text = bos
-        self._eos_text = eos
-        self.path = Path(name)
-
-    def render(self, messages: Sequence[tuple[str, str]], add_generation_prompt: bool) -> str:
-        from ggufbench.backends.llama_cpp import LlamaCppBackend
-
-        return LlamaCppBackend.apply_chat_template(cast(Any, self), messages, add_generation_prompt)
-
-    def _continue_final(self, prompt: str, final: str) -> str:
-        from ggufbench.backends.llama_cpp import LlamaCppBackend
-
-        return LlamaCppBackend._continue_final(cast(Any, self), prompt, final)
-
-
 class LlamaServerBackend(StreamingBackend):
     """Generation through llama-server; ``server`` is a :class:`ServerLaunch`
     (managed) or the base URL of a running server (attached).
@@ -212,6 +185,8 @@ class LlamaServerBackend(StreamingBackend):
     ``name``: the served model's name (attached; part of its identity).
     ``identity``: the model file's sha256 when the caller has it (managed).
     ``parallel`` of an attached server: requests in flight, default its slots.
+    ``retries``: how often the cache wrapper tries a request again after a
+    failure another attempt may not meet (``retry``).
     """
 
     no_loglik = NO_LOGLIK
@@ -232,6 +207,7 @@ class LlamaServerBackend(StreamingBackend):
         self.launch = server if isinstance(server, ServerLaunch) else None
         self.cache_prompt = cache_prompt
         self.timeout_s = float(timeout_s)
+        self.retry = RetryPolicy(retries=retries)
         self._server: ServerProcess | None = None
         self.binary: str | None = None  # a managed server's program
         self.client: NativeClient | None = None
@@ -241,7 +217,7 @@ class LlamaServerBackend(StreamingBackend):
             else:
                 url = _server_root(str(server))
             self.client = NativeClient(
-                url, timeout_s=timeout_s, retries=retries, connections=64, api_key_env=api_key_env
+                url, timeout_s=timeout_s, connections=64, api_key_env=api_key_env
             )
             self._read_props(chat_template, parallel)
             self.info = self._info(name, identity)
@@ -301,12 +277,10 @@ class LlamaServerBackend(StreamingBackend):
         self.slots = int(props.get("total_slots") or 1)
         self.concurrency = self.launch.parallel if self.launch else (parallel or self.slots)
         self.build = str(props.get("build_info") or "")
-        template = chat_template or props.get("chat_template") or None
-        name = Path(str(props.get("model_path") or "model")).name
-        self._template = _ChatTemplate(
-            template, str(props.get("bos_token") or ""), str(props.get("eos_token") or ""), name
-        )
-        self.chat_template = template
+        self.chat_template: str | None = chat_template or props.get("chat_template") or None
+        self._bos_text = str(props.get("bos_token") or "")
+        self._eos_text = str(props.get("eos_token") or "")
+        self._model_name = Path(str(props.get("model_path") or "model")).name
 
     def _check_attached(self, client: NativeClient) -> None:
         health = client.request("GET", "/health", ok=lambda code: code in (200, 503))
@@ -317,7 +291,7 @@ class LlamaServerBackend(StreamingBackend):
             )
 
     def _info(self, name: str | None, identity: str | None) -> BackendInfo:
-        template = self._template.chat_template or ""
+        template = self.chat_template or ""
         settings: dict[str, Any] = {
             "api": "llama-server /completion on token ids",
             "n_ctx": self.n_ctx,
@@ -361,7 +335,14 @@ class LlamaServerBackend(StreamingBackend):
         self, messages: Sequence[tuple[str, str]], add_generation_prompt: bool = True
     ) -> str:
         """The chat as the model's template renders it (the in-process runner's code)."""
-        return self._template.render(messages, add_generation_prompt)
+        return render_chat(
+            self.chat_template,
+            self._bos_text,
+            self._eos_text,
+            messages,
+            add_generation_prompt,
+            self._model_name,
+        )
 
     def tokenize(self, text: str, *, add_special: bool = True) -> list[int]:
         """Token ids from the server's tokenizer (special tokens parsed)."""

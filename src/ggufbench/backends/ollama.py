@@ -38,15 +38,15 @@ from typing import Any, BinaryIO
 
 import httpx
 
-from ggufbench.backends._base import BackendInfo, GenRequest, GenResult, NotSupported
-from ggufbench.backends._server_http import (
-    Chunk,
-    Finish,
-    NativeClient,
-    StreamingBackend,
-    json_line,
-    read_generation,
+from ggufbench.backends._base import (
+    BackendInfo,
+    GenRequest,
+    GenResult,
+    NotSupported,
+    RetryPolicy,
 )
+from ggufbench.backends._http import Chunk, Finish, json_line, read_generation
+from ggufbench.backends._server_http import NativeClient, StreamingBackend
 from ggufbench.errors import BackendError, ConfigError
 from ggufbench.thinking import ThinkingFormat
 
@@ -155,7 +155,7 @@ def check_unchanged(
 def _client(base_url: str | None, transport: httpx.BaseTransport | None) -> NativeClient:
     """A short-lived client for the module functions."""
     url = base_url or default_base_url()
-    return NativeClient(url, timeout_s=60, retries=1, transport=transport)
+    return NativeClient(url, timeout_s=60, transport=transport)
 
 
 def import_gguf(client: NativeClient, path: Path, say: Callable[[str], None] = _say) -> str:
@@ -243,6 +243,8 @@ class OllamaBackend(StreamingBackend):
     ``name``: the Ollama model (``ollama_name``); None to import ``path``.
     ``n_ctx``: sent as ``num_ctx``. ``concurrency``: requests in flight (the
     server's ``OLLAMA_NUM_PARALLEL`` decides how many it computes at once).
+    ``retries``: how often the cache wrapper tries a request again after a
+    failure another attempt may not meet (``retry``).
     """
 
     no_loglik = NO_LOGLIK
@@ -260,10 +262,10 @@ class OllamaBackend(StreamingBackend):
         transport: httpx.BaseTransport | None = None,
         say: Callable[[str], None] = _say,
     ) -> None:
+        self.retry = RetryPolicy(retries=retries)
         self.client = NativeClient(
             base_url or default_base_url(),
             timeout_s=timeout_s,
-            retries=retries,
             connections=max(4, concurrency),
             transport=transport,
         )

@@ -14,7 +14,8 @@ Its limits are explicit:
 - ``concurrency``: ``generate`` over a list keeps at most this many requests in
   flight.
 - ``retries``: 5xx answers, 429 (honouring ``Retry-After``) and connection
-  errors are retried this many times, with exponential backoff.
+  errors are raised at once as ``Retryable``; the cache wrapper tries the
+  request again this many times, with exponential backoff (``retry``).
 
 For a thinking model (``generate(..., thinking=fmt)``) the stop strings are not
 sent: they may occur in the thinking. The generation is streamed instead and
@@ -28,13 +29,11 @@ server's error body (which may echo the prompt).
 from __future__ import annotations
 
 import json
-import os
 import threading
 import time
 from collections.abc import Callable, Generator, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from email.utils import parsedate_to_datetime
 from types import TracebackType
 from typing import Any, Literal
 
@@ -47,29 +46,35 @@ from ggufbench.backends._base import (
     LoglikRequest,
     LoglikResult,
     NotSupported,
+    RetryPolicy,
 )
-from ggufbench.errors import BackendError, BackendTimeout, ConfigError
-from ggufbench.thinking import AnswerCut, ThinkingFormat
+from ggufbench.backends._http import (
+    Chunk,
+    check_status,
+    json_body,
+    limits,
+    read_generation,
+    request_headers,
+    stream_chunks,
+    transport_error,
+)
+from ggufbench.errors import BackendError, ConfigError
+from ggufbench.thinking import ThinkingFormat
 
 __all__ = ["OpenAIBackend"]
 
 RUNNER = "openai"
 DEFAULT_CONCURRENCY = 4  # requests at once, unless the suite says otherwise
-_MAX_BACKOFF_S = 60.0
-_MAX_RETRY_AFTER_S = 300.0
-_RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
 _GRAMMAR_REJECTED_STATUS = frozenset({400, 422})
+_STATUS_HINTS = {
+    401: "check the API key in api_key_env",
+    403: "check the API key in api_key_env",
+    404: "check that base_url ends in /v1 and that the model name is served",
+    413: "shorten the prompt",
+}
+_NOT_JSON = "check that base_url ends in /v1"
 
 Outcome = GenResult | BackendError
-
-
-class _Retryable(Exception):
-    """One attempt failed in a way that another attempt may fix."""
-
-    def __init__(self, error: BackendError, wait_s: float | None = None) -> None:
-        super().__init__(str(error))
-        self.error = error
-        self.wait_s = wait_s
 
 
 class OpenAIBackend:
@@ -78,8 +83,9 @@ class OpenAIBackend:
     ``send_grammar`` decides whether a request's GBNF ``grammar`` is sent as the
     ``grammar`` field (understood by llama.cpp and llama-cpp-python servers):
     ``True`` always, ``False`` never, ``None`` (auto) until the server rejects a
-    request that carries one with 400/422, then never again. ``transport`` and
-    ``sleep`` are for tests.
+    request that carries one with 400/422, then never again. ``identity``: who
+    answers, for cache keys (default: the URL and the name; the runner's factory
+    adds what ``/v1/models`` reports). ``transport`` and ``sleep`` are for tests.
     """
 
     def __init__(
@@ -93,6 +99,7 @@ class OpenAIBackend:
         retries: int = 3,
         backoff_s: float = 1.0,
         send_grammar: bool | None = None,
+        identity: str | None = None,
         transport: httpx.BaseTransport | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
@@ -101,20 +108,18 @@ class OpenAIBackend:
         self.model = model
         self.timeout_s = float(timeout_s)
         self.concurrency = concurrency
-        self.retries = retries
-        self.backoff_s = backoff_s
+        self.retry = RetryPolicy(retries=retries, backoff_s=backoff_s, sleep=sleep)
         self._send_grammar = send_grammar
         self._grammar_ok = send_grammar is not False
         self._grammar_lock = threading.Lock()
-        self._sleep = sleep
         self.info = BackendInfo(
             runner=RUNNER,
-            identity=f"{self.base_url} {model}",
+            identity=identity or f"{self.base_url} {model}",
             settings={"api": "openai-compatible", "send_grammar": send_grammar},
         )
         self._client = httpx.Client(
-            headers=_headers(api_key_env, self.base_url),
-            timeout=httpx.Timeout(self.timeout_s, connect=min(self.timeout_s, 30.0)),
+            headers=request_headers(api_key_env, self.base_url),
+            timeout=limits(self.timeout_s),
             limits=httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency),
             transport=transport,
         )
@@ -166,16 +171,9 @@ class OpenAIBackend:
         """Yield the generated text in pieces as the server sends them."""
         url, body = self._endpoint(request)
         body["stream"] = True
-        deadline = time.monotonic() + self.timeout_s
-        chat = bool(request.messages)
-        for attempt in range(self.retries + 1):
-            try:
-                for piece, _ in self._stream_attempt(url, body, chat, deadline):
-                    if piece:
-                        yield piece
-                return
-            except _Retryable as retry:
-                self._wait_before_retry(attempt, retry)
+        for chunk in self._chunks(url, body, bool(request.messages)):
+            if chunk.text:
+                yield chunk.text
 
     def loglikelihood(self, requests: Sequence[LoglikRequest]) -> list[LoglikResult]:
         raise NotSupported(
@@ -217,13 +215,11 @@ class OpenAIBackend:
         if thinking is not None and thinking.style != "none" and any(request.stop):
             return self._generate_to_answer_stop(request, thinking)
         url, body = self._endpoint(request)
-        chat = bool(request.messages)
-        for attempt in range(self.retries + 1):
-            try:
-                return self._post_once(url, body, chat)
-            except _Retryable as retry:
-                self._wait_before_retry(attempt, retry)
-        raise AssertionError("unreachable")  # pragma: no cover
+        response = self._send(url, body)
+        if response.status_code in _GRAMMAR_REJECTED_STATUS and self._drop_grammar(body):
+            response = self._send(url, body)
+        check_status(response, url, _STATUS_HINTS)
+        return _parse_result(json_body(response, url, _NOT_JSON), bool(request.messages), url)
 
     def _generate_to_answer_stop(self, request: GenRequest, fmt: ThinkingFormat) -> GenResult:
         """Stream without the stop strings; close the stream at the first one in the answer.
@@ -232,23 +228,12 @@ class OpenAIBackend:
         """
         url, body = self._endpoint(request, send_stop=False)
         body["stream"] = True
-        deadline = time.monotonic() + self.timeout_s
-        for attempt in range(self.retries + 1):
-            events = self._stream_attempt(url, body, bool(request.messages), deadline)
-            try:
-                return _read_to_answer_stop(events, AnswerCut(fmt, request.stop))
-            except _Retryable as retry:
-                self._wait_before_retry(attempt, retry)
-            finally:
-                events.close()  # closing the response ends the generation on the server
-        raise AssertionError("unreachable")  # pragma: no cover
-
-    def _post_once(self, url: str, body: dict[str, Any], chat: bool) -> GenResult:
-        response = self._send(url, body)
-        if response.status_code in _GRAMMAR_REJECTED_STATUS and self._drop_grammar(body):
-            response = self._send(url, body)
-        _check_status(response, url)
-        return _parse_result(_json_body(response, url), chat, url)
+        chunks = self._chunks(url, body, bool(request.messages))
+        try:
+            result = read_generation(chunks, request.stop, fmt)
+        finally:
+            chunks.close()  # closing the response ends the generation on the server
+        return GenResult(result.text, result.finish_reason, 0, result.n_tokens)
 
     def _send(self, url: str, body: dict[str, Any]) -> httpx.Response:
         if not self._grammar_ok:
@@ -256,26 +241,13 @@ class OpenAIBackend:
         try:
             return self._client.post(url, json=body)
         except httpx.HTTPError as exc:
-            raise _translate_transport_error(exc, url, self.timeout_s) from exc
+            raise transport_error(exc, url, self.timeout_s) from exc
 
-    def _stream_attempt(
-        self, url: str, body: dict[str, Any], chat: bool, deadline: float
-    ) -> Generator[tuple[str, str | None], None, None]:
-        started = False
-        try:
-            with self._open_stream(url, body) as response:
-                for event in _sse_events(response.iter_lines(), chat, url):
-                    if time.monotonic() > deadline:
-                        raise _timeout(url, self.timeout_s)
-                    started = True
-                    yield event
-        except httpx.HTTPError as exc:
-            error = _translate_transport_error(exc, url, self.timeout_s)
-            if started and isinstance(error, _Retryable):
-                raise BackendError(
-                    f"the stream from {url} broke off after it had started; retry the request"
-                ) from exc
-            raise error from exc
+    def _chunks(self, url: str, body: dict[str, Any], chat: bool) -> Generator[Chunk, None, None]:
+        """The streamed answer's events as chunks (a generator: close it to end the stream)."""
+        deadline = time.monotonic() + self.timeout_s
+        parse = _SseEvents(chat, url)
+        return stream_chunks(self._open_stream(url, body), url, parse, deadline, self.timeout_s)
 
     @contextmanager
     def _open_stream(self, url: str, body: dict[str, Any]) -> Iterator[httpx.Response]:
@@ -288,7 +260,7 @@ class OpenAIBackend:
                     continue
                 if response.status_code >= 400:
                     response.read()
-                _check_status(response, url)
+                check_status(response, url, _STATUS_HINTS)
                 yield response
                 return
 
@@ -300,16 +272,6 @@ class OpenAIBackend:
             self._grammar_ok = False
         del body["grammar"]
         return True
-
-    def _wait_before_retry(self, attempt: int, retry: _Retryable) -> None:
-        if attempt >= self.retries:
-            raise retry.error
-        if retry.wait_s is not None:
-            wait = min(retry.wait_s, _MAX_RETRY_AFTER_S)
-        else:
-            wait = min(self.backoff_s * 2**attempt, _MAX_BACKOFF_S)
-        if wait > 0:
-            self._sleep(wait)
 
     def _endpoint(self, request: GenRequest, send_stop: bool = True) -> tuple[str, dict[str, Any]]:
         body: dict[str, Any] = {
@@ -344,103 +306,6 @@ def _check_limits(base_url: str, timeout_s: float, concurrency: int, retries: in
             f"the limits for {base_url} are invalid (timeout_s {timeout_s}, concurrency "
             f"{concurrency}, retries {retries}); use timeout_s > 0, concurrency >= 1, retries >= 0"
         )
-
-
-def _headers(api_key_env: str | None, base_url: str) -> dict[str, str]:
-    headers = {"Accept": "application/json"}
-    if api_key_env is None:
-        return headers
-    key = os.environ.get(api_key_env, "").strip()
-    if not key:
-        raise ConfigError(
-            f"the environment variable {api_key_env} (api_key_env for {base_url}) is not set; "
-            "export it with the API key"
-        )
-    headers["Authorization"] = f"Bearer {key}"
-    return headers
-
-
-def _timeout(url: str, timeout_s: float) -> BackendTimeout:
-    return BackendTimeout(
-        f"the request to {url} took longer than {timeout_s:g} s; "
-        "raise the timeout or lower max_tokens"
-    )
-
-
-def _translate_transport_error(exc: httpx.HTTPError, url: str, timeout_s: float) -> Exception:
-    """An httpx failure as a BackendTimeout, or a retryable connection error."""
-    if isinstance(exc, httpx.ConnectTimeout | httpx.ConnectError):
-        return _Retryable(
-            BackendError(
-                f"cannot connect to {url} ({type(exc).__name__}); "
-                "start the server or correct base_url"
-            )
-        )
-    if isinstance(exc, httpx.TimeoutException):
-        return _timeout(url, timeout_s)
-    if isinstance(exc, httpx.TransportError):
-        return _Retryable(
-            BackendError(
-                f"the connection to {url} failed ({type(exc).__name__}); "
-                "check that the server is up"
-            )
-        )
-    return BackendError(f"the request to {url} failed ({type(exc).__name__})")
-
-
-def _retry_after_s(headers: httpx.Headers) -> float | None:
-    """Seconds from ``retry-after-ms`` or ``Retry-After`` (seconds or HTTP date)."""
-    millis = headers.get("retry-after-ms")
-    if millis is not None:
-        try:
-            return max(float(millis) / 1000.0, 0.0)
-        except ValueError:
-            pass
-    value = headers.get("retry-after")
-    if value is None:
-        return None
-    try:
-        return max(float(value), 0.0)
-    except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    return max(when.timestamp() - time.time(), 0.0)
-
-
-_STATUS_HINTS = {
-    401: "check the API key in api_key_env",
-    403: "check the API key in api_key_env",
-    404: "check that base_url ends in /v1 and that the model name is served",
-    413: "shorten the prompt",
-}
-
-
-def _check_status(response: httpx.Response, url: str) -> None:
-    code = response.status_code
-    if code < 400:
-        return
-    if code in _RETRY_STATUS:
-        wait = _retry_after_s(response.headers) if code in (429, 503) else None
-        raise _Retryable(
-            BackendError(f"{url} answered HTTP {code} on every attempt; try again later"), wait
-        )
-    hint = _STATUS_HINTS.get(code, "check the request settings (max_tokens, stop, model)")
-    raise BackendError(f"{url} answered HTTP {code}; {hint}")
-
-
-def _json_body(response: httpx.Response, url: str) -> dict[str, Any]:
-    try:
-        data = response.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        data = None
-    if not isinstance(data, dict):
-        raise BackendError(
-            f"{url} did not answer with a JSON object; check that base_url ends in /v1"
-        )
-    return data
 
 
 def _first_choice(data: dict[str, Any], url: str) -> dict[str, Any]:
@@ -478,38 +343,32 @@ def _parse_result(data: dict[str, Any], chat: bool, url: str) -> GenResult:
     )
 
 
-def _read_to_answer_stop(events: Iterator[tuple[str, str | None]], cut: AnswerCut) -> GenResult:
-    """Read stream events until a stop string in the answer, or the end of the stream."""
-    pieces: list[str] = []
-    finish: str | None = None
-    for piece, reason in events:
-        pieces.append(piece)
-        finish = reason or finish
-        if cut.feed(piece) is not None:
-            break
-    text, n_tokens = "".join(pieces), sum(1 for p in pieces if p)
-    if cut.at is None and finish == "length":
-        return GenResult(text, "length", 0, n_tokens)
-    return GenResult(text, "stop", 0, n_tokens)
+class _SseEvents:
+    """Each server-sent event of a completion stream as a chunk (text, one token per
+    piece, its finish reason), the stream done at ``[DONE]``; other lines: None."""
 
+    def __init__(self, chat: bool, url: str) -> None:
+        self.chat = chat
+        self.url = url
 
-def _sse_events(lines: Iterator[str], chat: bool, url: str) -> Iterator[tuple[str, str | None]]:
-    """(text, finish_reason) of each event of a server-sent-events completion stream,
-    up to ``[DONE]``."""
-    for line in lines:
+    def __call__(self, line: str) -> Chunk | None:
         if not line.startswith("data:"):
-            continue
+            return None
         payload = line[len("data:") :].strip()
         if payload == "[DONE]":
-            return
+            return Chunk(done=True)
         try:
             data = json.loads(payload)
         except json.JSONDecodeError:
-            raise BackendError(f"{url} sent a stream event that is not JSON") from None
+            raise BackendError(f"{self.url} sent a stream event that is not JSON") from None
         if isinstance(data, dict) and "error" in data:
-            raise BackendError(f"{url} sent an error event in the middle of the stream")
+            raise BackendError(f"{self.url} sent an error event in the middle of the stream")
         if not isinstance(data, dict) or not data.get("choices"):
-            continue
-        choice = _first_choice(data, url)
+            return None
+        choice = _first_choice(data, self.url)
+        text = _choice_text(choice, self.chat, delta=True)
         reason = choice.get("finish_reason")
-        yield _choice_text(choice, chat, delta=True), reason if isinstance(reason, str) else None
+        finish: Literal["stop", "length"] | None = (
+            _finish_reason(choice) if isinstance(reason, str) else None
+        )
+        return Chunk(text, 1 if text else 0, finish)
