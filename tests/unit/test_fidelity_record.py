@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
-from ggufbench.fidelity import BaselineRecord, ChunkStats, chunk_stats
+from ggufbench.fidelity import BaselineRecord, ChunkStats, chunk_stats, window_of
 from ggufbench.fidelity._rows import TokenValues, baseline_rows
 
 
@@ -25,6 +27,15 @@ def test_baseline_record_round_trips_exactly():
         np.testing.assert_array_equal(getattr(back, name), getattr(rec, name))
     # 8 (k + m) + 24 bytes per scored token, plus a short header
     assert len(data) - 9 * (8 * (12 + 5) + 24) < 100
+
+
+def test_the_record_carries_its_chunk_and_tokens():
+    rec = replace(record(), chunk=3, window=np.arange(18, dtype=np.int32))
+    back = BaselineRecord.from_bytes(rec.to_bytes())
+    assert back.chunk == 3 and back.window.tolist() == list(range(18))
+    window = window_of(rec.to_bytes())
+    assert window.index == 3 and window.tokens.tolist() == list(range(18))
+    assert window.targets.tolist() == list(range(10, 18))
 
 
 def test_the_same_rows_and_seed_give_the_same_bytes():

@@ -7,7 +7,7 @@ each variant's pass measures against it, and :func:`combine` makes the figures::
     tokens = fidelity.tokenize(base_rt, text)
     windows = fidelity.windows(tokens, 512, bos=fidelity.bos_of(base_rt))
     records = {w.index: fidelity.baseline_chunk(base_rt, w) for w in windows}
-    stats = [fidelity.variant_chunk(rt, w, records[w.index]) for w in windows]
+    stats = [fidelity.variant_chunk(rt, fidelity.window_of(r), r) for r in records.values()]
     figures = fidelity.combine(fidelity.ChunkStats.from_bytes(s) for s in stats)
 """
 
@@ -21,6 +21,7 @@ from ggufbench.fidelity._chunks import (
     baseline_chunk,
     chunk_stats,
     variant_chunk,
+    window_of,
 )
 from ggufbench.fidelity._corpus import (
     Window,
@@ -68,6 +69,7 @@ __all__ = [
     "variant_chunk",
     "variant_request",
     "vocab_identity",
+    "window_of",
     "windows",
 ]
 

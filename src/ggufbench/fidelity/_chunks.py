@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Iterator
+from dataclasses import replace
 
 import numpy as np
 import numpy.typing as npt
@@ -32,6 +33,7 @@ __all__ = [
     "baseline_chunk",
     "chunk_stats",
     "variant_chunk",
+    "window_of",
 ]
 
 # Per scored token the baseline keeps its DEFAULT_TOP_K most likely tokens and
@@ -79,14 +81,21 @@ def baseline_chunk(
         )
         for row, logits in _scored_blocks(rt, window.tokens)
     ]
-    return BaselineRecord.concat(parts).to_bytes()
+    record = BaselineRecord.concat(parts)
+    return replace(record, chunk=window.index, window=window.tokens.copy()).to_bytes()
+
+
+def window_of(baseline_record: bytes) -> Window:
+    """The chunk a baseline record was made of: what a variant's pass decodes."""
+    record = BaselineRecord.from_bytes(baseline_record)
+    return Window(record.chunk, record.window)
 
 
 def variant_chunk(rt: Runtime, window: Window, baseline_record: bytes) -> bytes:
     """A variant's statistics of one chunk against the baseline's record (bytes)."""
     base = BaselineRecord.from_bytes(baseline_record)
-    if not np.array_equal(base.targets, window.targets):
-        raise ValueError(f"the baseline record of chunk {window.index} scores other tokens")
+    if base.chunk != window.index or not np.array_equal(base.window, window.tokens):
+        raise ValueError(f"the baseline record of chunk {base.chunk} is of other tokens")
     parts = [variant_rows(logits, base, row) for row, logits in _scored_blocks(rt, window.tokens)]
     return chunk_stats(window.index, TokenValues.concat(parts)).to_bytes()
 

@@ -15,7 +15,8 @@ Baseline record, per scored token (``8 (k + m) + 24`` bytes):
 - ``target``   float64    log-probability of the actual next token
 - ``argmax``   int32      the base's most likely token (the first of equal maxima)
 
-and the scored tokens themselves (int32), so a variant checks it scores the same ones.
+and the chunk's index and all its ``n_ctx`` tokens (int32; 2 KiB a chunk), so a
+variant scores exactly the baseline's tokens, as llama-perplexity's base file does.
 
 Variant stats: the chunk's sums (float64), its count and same-top count, and
 every token's KLD and Δp as float32 (8 bytes per scored token), which the
@@ -99,6 +100,9 @@ class BaselineRecord:
     tail: npt.NDArray[np.float64]
     target: npt.NDArray[np.float64]
     argmax: npt.NDArray[np.int32]
+    # The chunk's index and all its n_ctx tokens, so a variant scores exactly these.
+    chunk: int = 0
+    window: npt.NDArray[np.int32] = field(default_factory=lambda: np.zeros(0, dtype=np.int32))
 
     @property
     def k(self) -> int:
@@ -119,27 +123,32 @@ class BaselineRecord:
     @classmethod
     def concat(cls, parts: list[BaselineRecord]) -> BaselineRecord:
         """The records of consecutive blocks of rows as one."""
-        return cls(
-            parts[0].n_vocab,
-            *(np.concatenate([getattr(p, name) for p in parts]) for name in cls._ARRAYS),
-        )
+        arrays: dict[str, Any] = {
+            name: np.concatenate([getattr(p, name) for p in parts]) for name in cls._ARRAYS
+        }
+        return cls(n_vocab=parts[0].n_vocab, **arrays)
 
     def to_bytes(self) -> bytes:
-        header = {"n": len(self), "k": self.k, "m": self.m, "n_vocab": self.n_vocab}
-        return _pack(self.MAGIC, header, [getattr(self, name) for name in self._ARRAYS])
+        header = {
+            "n": len(self), "k": self.k, "m": self.m, "n_vocab": self.n_vocab,
+            "chunk": self.chunk, "n_ctx": len(self.window),
+        }  # fmt: skip
+        arrays = [getattr(self, name) for name in self._ARRAYS] + [self.window]
+        return _pack(self.MAGIC, header, arrays)
 
     @classmethod
     def from_bytes(cls, data: bytes) -> BaselineRecord:
         header, view = _unpack(cls.MAGIC, data, "fidelity baseline record")
         n, k, m = int(header["n"]), int(header["k"]), int(header["m"])
         shapes = {"top_ids": (n, k), "top_logp": (n, k), "tail_ids": (n, m), "tail_logp": (n, m)}
-        arrays, at = [], 0
+        arrays, at = {}, 0
         for name in cls._ARRAYS:
-            array, at = _take(view, at, cls._DTYPES[name], shapes.get(name, (n,)))
-            arrays.append(array)
+            arrays[name], at = _take(view, at, cls._DTYPES[name], shapes.get(name, (n,)))
+        window, at = _take(view, at, "int32", (int(header["n_ctx"]),))
         if at != len(view):
             raise ValueError("a fidelity baseline record has trailing bytes")
-        return cls(int(header["n_vocab"]), *arrays)
+        chunk, n_vocab = int(header["chunk"]), int(header["n_vocab"])
+        return cls(n_vocab=n_vocab, chunk=chunk, window=window, **arrays)
 
 
 @dataclass(frozen=True, eq=False)
