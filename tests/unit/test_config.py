@@ -223,9 +223,14 @@ def test_thinking_formats(tmp_path):
         load_suite(write(tmp_path, SUITE.replace("thinking: quad", "thinking: ['']")))
 
 
-def test_openai_model_concurrency_reaches_its_backend(tmp_path):
+def test_openai_model_concurrency_reaches_its_backend(tmp_path, monkeypatch):
+    from ggufbench.backends import make_backend
     from ggufbench.backends.openai_http import DEFAULT_CONCURRENCY
-    from ggufbench.worker import make_backend
+
+    # no server here: the identity /v1/models would give (tests/unit/test_backend_registry.py)
+    monkeypatch.setattr(
+        "ggufbench.backends._server_http.openai_identity", lambda url, name, **_: "id"
+    )
 
     suite = parse_suite(
         {

@@ -21,8 +21,9 @@ cache wrapper commits them while the rest are still being computed.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from ggufbench.backends._base import (
     BackendInfo,
@@ -104,6 +105,25 @@ class LlamaCppBackend:
         self.last_n_tokens = 0
         # Seconds one generation may take; the caller sets it from measured speed.
         self.time_limit_s: float | None = None
+
+    @classmethod
+    def from_model(
+        cls, model: Mapping[str, Any], threads: int | None = None, log_path: Path | None = None
+    ) -> LlamaCppBackend:
+        """The backend for a model's settings (plan.model_settings); ``sha256``, when the
+        settings carry it, is the file's known identity (else it is computed)."""
+        from ggufbench.gguf_file import sha256_of
+
+        path = Path(model["path"])
+        return cls(
+            path,
+            n_ctx=int(model["n_ctx"]),
+            n_threads=model.get("threads") or threads,
+            n_gpu_layers=int(model["n_gpu_layers"]),
+            n_batch=int(model.get("n_batch") or 512),
+            chat_template=model.get("chat_template"),
+            identity=model.get("sha256") or sha256_of(path),
+        )
 
     def close(self) -> None:
         self.rt.close()

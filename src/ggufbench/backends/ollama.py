@@ -305,8 +305,10 @@ class OllamaBackend(StreamingBackend):
         )
 
     @classmethod
-    def from_model(cls, model: Mapping[str, Any], threads: int | None = None) -> OllamaBackend:
-        """The backend for a model's settings as the worker has them."""
+    def from_model(
+        cls, model: Mapping[str, Any], threads: int | None = None, log_path: Path | None = None
+    ) -> OllamaBackend:
+        """The backend for a model's settings as the worker has them (plan.model_settings)."""
         path = model.get("path")
         return cls(
             model.get("ollama_name"),

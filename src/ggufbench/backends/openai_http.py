@@ -31,9 +31,10 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable, Generator, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal
 
@@ -122,6 +123,24 @@ class OpenAIBackend:
             timeout=limits(self.timeout_s),
             limits=httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency),
             transport=transport,
+        )
+
+    @classmethod
+    def from_model(
+        cls, model: Mapping[str, Any], threads: int | None = None, log_path: Path | None = None
+    ) -> OpenAIBackend:
+        """The backend for a model's settings (plan.model_settings): its identity is the
+        URL and the name plus what the server's ``/v1/models`` reports about the model."""
+        from ggufbench.backends._server_http import openai_identity
+
+        base_url, name = str(model["base_url"]), str(model["model"])
+        api_key_env = model.get("api_key_env")
+        return cls(
+            base_url,
+            name,
+            api_key_env=api_key_env,
+            concurrency=model.get("concurrency") or DEFAULT_CONCURRENCY,
+            identity=openai_identity(base_url, name, api_key_env=api_key_env),
         )
 
     # -- the backend contract -------------------------------------------------

@@ -160,7 +160,7 @@ def _judge(
     fixed_s: float | None,
 ) -> tuple[list[SampleScore], RequestStats, dict[str, Any]]:
     """Open the judge in this worker, score every sample, close it."""
-    from ggufbench.worker import make_judge_backend
+    from ggufbench.backends import make_judge_backend
 
     model = ctx.spec["model"]  # the judge takes the model's place in this worker
     threads = model.get("threads") or ctx.extra.get("threads")

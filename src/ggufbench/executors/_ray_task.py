@@ -1,6 +1,6 @@
 """One job attempt as a Ray task: the worker's own code, on whichever node Ray chose.
 
-The attempt runs as :func:`ggufbench.worker.attempt` runs it in a local process,
+The attempt runs as :func:`ggufbench.jobrun.attempt` runs it in a local process,
 with two differences: its ledger is the driver's, reached through the relay
 (:class:`~ggufbench.executors._relay.RelayStore`), and its run directory is a
 scratch folder on the node, whose results and samples go to the driver with the
@@ -28,8 +28,8 @@ def run_attempt(order: dict[str, Any], relay: Any) -> dict[str, Any]:
     import ray
 
     from ggufbench.executors._relay import RelayStore
+    from ggufbench.jobrun import attempt, run_job
     from ggufbench.ledger import JobRow
-    from ggufbench.worker import attempt, run_job
 
     node_id = ray.get_runtime_context().get_node_id()
     node = f"{socket.gethostname()} (Ray node {node_id[:8]})"
