@@ -15,10 +15,11 @@ from typing import TYPE_CHECKING, Any
 
 from ggufbench.config import ModelSpec, Suite
 from ggufbench.errors import GgufbenchError
-from ggufbench.footprint import with_judge
-from ggufbench.plan import model_settings, plan
+from ggufbench.footprint import footprint_bytes, with_judge
+from ggufbench.plan import loads_here, model_settings, plan
 
 if TYPE_CHECKING:
+    from ggufbench.gguf_file import GgufInfo
     from ggufbench.resources import Machine
 
 SMALL_JUDGE_PARAMS = 7_000_000_000
@@ -49,12 +50,12 @@ def check(
 
 
 def _check_models(suite: Suite, report: Report) -> None:
-    from ggufbench.footprint import footprint_bytes
-    from ggufbench.gguf_file import sha256_of, validate
+    from ggufbench.preflight_servers import check_server_model
 
     for model in suite.models:
         settings = model_settings(suite, model)
-        if settings["runner"] == "openai":
+        runner = settings["runner"]
+        if runner == "openai":
             if not (model.base_url and model.model):
                 report.problems.append(
                     f"model '{model.alias}' uses runner openai; set its base_url and model"
@@ -65,24 +66,39 @@ def _check_models(suite: Suite, report: Report) -> None:
                 "model": model.model,
             }
             continue
-        if model.path is None:
-            report.problems.append(f"model '{model.alias}' has no path; set path to its .gguf file")
+        if runner in ("llama-server", "ollama"):
+            check_server_model(model, settings, report)
             continue
-        try:
-            info = validate(model.path)
-        except GgufbenchError as exc:
-            report.problems.append(f"model '{model.alias}': {exc}")
-            continue
-        report.footprints[model.alias] = footprint_bytes(info, settings["n_ctx"])
-        report.models[model.alias] = {
-            "runner": "llama-cpp",
-            "path": str(model.path),
-            "sha256": sha256_of(model.path),
-            "quant": info.quant,
-            "size_bytes": info.size_bytes,
-            "architecture": info.architecture,
-            "n_params": info.n_params,
-        }
+        found = check_file(model, report)
+        if found is not None:
+            info, record = found
+            report.footprints[model.alias] = footprint_bytes(info, settings["n_ctx"])
+            if model.ollama_name:  # a legacy entry's name, kept for the record
+                record["ollama_name"] = model.ollama_name
+            report.models[model.alias] = {"runner": "llama-cpp", **record}
+
+
+def check_file(model: ModelSpec, report: Report) -> tuple[GgufInfo, dict[str, Any]] | None:
+    """The model's GGUF file and what run.json records of it; None (a problem) if unusable."""
+    from ggufbench.gguf_file import sha256_of, validate
+
+    if model.path is None:
+        report.problems.append(f"model '{model.alias}' has no path; set path to its .gguf file")
+        return None
+    try:
+        info = validate(model.path)
+    except GgufbenchError as exc:
+        report.problems.append(f"model '{model.alias}': {exc}")
+        return None
+    record = {
+        "path": str(model.path),
+        "sha256": sha256_of(model.path),
+        "quant": info.quant,
+        "size_bytes": info.size_bytes,
+        "architecture": info.architecture,
+        "n_params": info.n_params,
+    }
+    return info, record
 
 
 def _check_tasks(suite: Suite, report: Report, datasets: bool, say: Callable[[str], None]) -> None:
@@ -91,6 +107,7 @@ def _check_tasks(suite: Suite, report: Report, datasets: bool, say: Callable[[st
         return  # lm-eval takes seconds to import
     from ggufbench.benchmarks.lm_eval import hub_datasets, quiet_lm_eval, task_manager
     from ggufbench.hub import unreachable
+    from ggufbench.preflight_servers import check_scoring
 
     quiet_lm_eval()
     cut_off: dict[str, list[str]] = {}  # hub dataset -> the tasks that read it
@@ -103,6 +120,8 @@ def _check_tasks(suite: Suite, report: Report, datasets: bool, say: Callable[[st
         manager = task_manager(include, spec.tasks)
         known = set(manager.all_tasks)
         for name in spec.tasks:
+            if name in known:
+                check_scoring(suite, spec, manager, name, report)
             if name not in known:
                 near = difflib.get_close_matches(name, sorted(known), n=3)
                 hint = f"; did you mean {', '.join(repr(n) for n in near)}?" if near else ""
@@ -236,8 +255,8 @@ def _check_chat_templates(suite: Suite, spec: Any, report: Report) -> None:
             continue
         if model.chat_template or model.path is None:
             continue
-        if model_settings(suite, model)["runner"] != "llama-cpp":
-            continue
+        if not loads_here(model_settings(suite, model)):
+            continue  # the server renders the chat with its own template
         try:
             info = validate(model.path)
         except GgufbenchError:

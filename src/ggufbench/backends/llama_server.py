@@ -72,9 +72,9 @@ NO_LOGLIK = (
 )
 
 
-def find_server_binary(server_bin: str | None = None) -> str:
+def find_server_binary(server_bin: str | None = None, *, build: bool = True) -> str | None:
     """``server_bin``, else ``llama-server`` on PATH, else ggufbench's build of it
-    (built on first use, which takes minutes)."""
+    (built on first use, which takes minutes; with ``build`` false, None instead)."""
     if server_bin:
         found = shutil.which(server_bin)
         if found is None:
@@ -87,9 +87,12 @@ def find_server_binary(server_bin: str | None = None) -> str:
     found = shutil.which("llama-server")
     if found is not None:
         return found
-    from ggufbench.llama_tools import tool_path
+    from ggufbench.llama_tools import tool_dir, tool_path
 
-    return str(tool_path("llama-server"))
+    built = tool_dir() / "bin" / "llama-server"
+    if built.is_file() or build:
+        return str(tool_path("llama-server"))
+    return None
 
 
 def server_version(binary: str, timeout_s: float = 60.0) -> str:
@@ -145,6 +148,7 @@ class ServerLaunch:
         if not self.path.is_file():
             raise ConfigError(f"model file {self.path} does not exist; correct its path")
         binary = find_server_binary(self.server_bin)
+        assert binary is not None  # built here when it is found nowhere
         for attempt in range(PORT_ATTEMPTS):
             port = free_port()
             url = f"http://{HOST}:{port}"
@@ -227,7 +231,7 @@ class LlamaServerBackend(StreamingBackend):
 
     @classmethod
     def from_model(
-        cls, model: Mapping[str, Any], threads: int | None, log_path: Path | None = None
+        cls, model: Mapping[str, Any], threads: int | None = None, log_path: Path | None = None
     ) -> LlamaServerBackend:
         """The backend for a model's settings as the worker has them (plan.model_settings);
         a managed server's output goes to ``log_path`` (a temporary file when None)."""

@@ -45,6 +45,17 @@ def hub_datasets(manager: Any, name: str) -> list[str]:
     return list(found)
 
 
+def output_types(manager: Any, name: str) -> list[str]:
+    """How lm-eval answers the documents of a task, group or tag (each subtask's
+    ``output_type``: generate_until, loglikelihood, multiple_choice, ...), from the index."""
+    found = {
+        str(cfg.get("output_type") or "generate_until")
+        for cfg in _task_configs(manager.task_index, name, set())
+        if "task" in cfg and not isinstance(cfg.get("task"), list)
+    }
+    return sorted(found)
+
+
 def _task_configs(index: dict[str, Any], spec: Any, seen: set[str]) -> Iterator[dict[str, Any]]:
     """The configs under ``spec``: a name in lm-eval's index, or a group member given
     inline; groups and tags are expanded (lm-eval's TaskFactory walks them the same way)."""
