@@ -60,7 +60,11 @@ class RunDir:
         return data
 
     def update_meta(self, **fields: Any) -> None:
+        """Write ``fields`` into run.json. New ``models`` records (a run starting or
+        resuming) are refused while a model recorded before has changed behind its name."""
         data = self.meta()
+        if "models" in fields:
+            check_models_unchanged(data.get("models"))
         data.update(fields)
         write_json(self.run_json, data)
 
@@ -103,6 +107,21 @@ class RunDir:
             return True
         lock.release()
         return False
+
+
+def check_models_unchanged(recorded: Any) -> None:
+    """Refuse, in one sentence, to go on with a run whose Ollama model has changed since
+    run.json recorded it: another digest behind the same name would mix two models'
+    answers in one run (``ollama.check_unchanged`` asks the server)."""
+    if not isinstance(recorded, dict):
+        return
+    for record in recorded.values():
+        if not isinstance(record, dict) or record.get("runner") != "ollama":
+            continue
+        if record.get("digest") and record.get("ollama_name"):
+            from ggufbench.backends.ollama import check_unchanged
+
+            check_unchanged(record["ollama_name"], record["digest"], record.get("base_url"))
 
 
 def samples_file(run_dir: Path, alias: str, benchmark: str) -> Path:
