@@ -1,6 +1,9 @@
 """The legacy ``{"gguf_models": [...]}`` file shape, read as a suite.
 
-Each entry of ``gguf_models`` becomes a model (``gguf_path`` becomes ``path``).
+Each entry of ``gguf_models`` becomes a model (``gguf_path`` becomes ``path``). An
+entry with ``ollama_name`` and no ``gguf_path`` is a model kept in Ollama (runner
+``ollama``, at ``OLLAMA_HOST``); with both, the file runs in-process and the name is
+kept with the model (run.json records it).
 Its ``tasks`` and ``limit`` become an lm_eval benchmark (entries with the same
 tasks and limit share one) and its ``elyza_limit`` an elyza_tasks_100 benchmark
 (entries with the same limit share one), judged by the top-level ``judge``.
@@ -29,7 +32,6 @@ PASSED_ON = ("name", "output_root", "defaults", "execution")
 
 IGNORED_MODEL_KEYS = {
     "batch_size": "ggufbench batches requests itself (defaults.n_batch sets tokens per decode)",
-    "ollama_name": "ggufbench has no ollama runner yet, so the model runs from its gguf_path",
 }
 
 
@@ -106,9 +108,12 @@ def _ordered(suite: dict[str, Any]) -> dict[str, Any]:
 
 
 def _model(entry: LegacyModel) -> dict[str, Any]:
+    in_ollama = entry.gguf_path is None and entry.ollama_name is not None
     model = {
         "alias": entry.alias,
+        "runner": "ollama" if in_ollama else None,
         "path": entry.gguf_path,
+        "ollama_name": entry.ollama_name,
         "description": entry.description,
         "n_gpu_layers": entry.n_gpu_layers,
     }
@@ -178,7 +183,10 @@ _HEADER = """\
 _COMMENTS = {
     "name": "",
     "output_root": "# output_root: from the top-level output_root.",
-    "models": "# models: one per entry of gguf_models; gguf_path became path.",
+    "models": (
+        "# models: one per entry of gguf_models; gguf_path became path, and an entry with\n"
+        "# ollama_name but no gguf_path runs on Ollama (runner: ollama, at OLLAMA_HOST)."
+    ),
     "defaults": "# defaults: from the top-level defaults.",
     "benchmarks": (
         "# benchmarks: lm_eval from each model's tasks and limit (models with the same\n"

@@ -52,8 +52,8 @@ def test_check_accepts_the_pipeline_file(tmp_path: Path, smollm2: Path, tasks_di
     assert done.returncode == 0, done.stdout + done.stderr
     assert "ok 5 model(s), 2 benchmark(s)" in done.stdout
     warned = [line for line in done.stderr.splitlines() if line.startswith("warning: ")]
-    assert len(warned) == 2, done.stderr
-    assert "batch_size is ignored" in warned[0] and "ollama_name is ignored" in warned[1]
+    assert len(warned) == 1 and "batch_size is ignored" in warned[0], done.stderr
+    assert "ollama_name" not in done.stderr  # used: kept with each in-process model
     assert not (tmp_path / "runs").exists()
 
 
@@ -62,7 +62,7 @@ def test_convert_output_round_trips(tmp_path: Path, smollm2: Path, tasks_dir: Pa
     done = ggufbench("convert", str(old), timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "Traceback" not in done.stderr and "warning: " in done.stderr
-    assert "#   - ollama_name is ignored" in done.stdout
+    assert "ollama_name: pipeline:base_q8" in done.stdout and "ollama_name is" not in done.stdout
     new = tmp_path / "suite.yaml"
     new.write_text(done.stdout, encoding="utf-8")
     with warnings.catch_warnings():

@@ -65,9 +65,29 @@ def test_the_pipeline_file_with_a_top_level_judge(tmp_path):
     assert said == [
         "old.json: batch_size is ignored (set for base_q8, base_q4, ft1_q8, ft2_q8, ft3_q8): "
         "ggufbench batches requests itself (defaults.n_batch sets tokens per decode)",
-        "old.json: ollama_name is ignored (set for base_q8, base_q4, ft1_q8, ft2_q8, ft3_q8): "
-        "ggufbench has no ollama runner yet, so the model runs from its gguf_path",
     ]
+    # with gguf_path too, the file runs in-process and the Ollama name stays with the model
+    assert [(suite.runner_of(m), m.ollama_name) for m in suite.models][0] == (
+        "llama-cpp",
+        "m:base_q8",
+    )
+
+
+def test_an_entry_with_only_an_ollama_name_runs_on_ollama(tmp_path):
+    data = {
+        "gguf_models": [
+            {"alias": "served", "ollama_name": "smollm2:135m", "tasks": ["t"]},
+            {"alias": "file", "gguf_path": "f.gguf", "tasks": ["t"]},
+        ]
+    }
+    suite, said = quietly(data, tmp_path)
+    assert said == []
+    served, file = suite.models
+    assert suite.runner_of(served) == "ollama" and served.ollama_name == "smollm2:135m"
+    assert served.path is None and suite.runner_of(file) == "llama-cpp"
+    (job, _) = plan(suite)
+    assert job.spec["model"]["runner"] == "ollama"
+    assert job.spec["model"]["ollama_name"] == "smollm2:135m"
 
 
 def test_groups_follow_tasks_limit_and_elyza_limit(tmp_path):
@@ -149,7 +169,7 @@ def test_legacy_json_file_on_disk(tmp_path):
     path.write_text(json.dumps(pipeline_file(judge={"path": "j.gguf"})), encoding="utf-8")
     with pytest.warns(SuiteWarning) as caught:
         suite = load_suite(path)
-    assert len(caught) == 2 and "ollama_name is ignored" in str(caught[1].message)
+    assert len(caught) == 1 and "batch_size is ignored" in str(caught[0].message)
     assert [m.alias for m in suite.models][0] == "base_q8"
     assert suite.models[0].path == tmp_path / "models/base_q8.gguf"
     assert suite.models[0].description == "variant base_q8"
