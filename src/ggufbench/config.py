@@ -164,9 +164,47 @@ class ElyzaBenchmark(_Frozen):
     models: list[str] | None = Field(None, min_length=1, description="run only on these aliases")
 
 
+class FidelityBenchmark(_Frozen):
+    """Quantization fidelity: each model's next-token distribution against the baseline's,
+    on a plain text, with llama-perplexity's KL-divergence figures (docs/fidelity.md)."""
+
+    text: Path | None = Field(
+        None, description="plain UTF-8 text to score; default: the bundled corpus"
+    )
+    n_ctx: int = Field(512, description="tokens per chunk; the second half of each is scored")
+    chunks: int | None = Field(None, description="score the first N chunks; default: all")
+    # The core's DEFAULT_TOP_K and DEFAULT_TAIL_SAMPLES (ggufbench.fidelity), written out
+    # so that reading a suite does not import numpy; a unit test keeps them equal.
+    top_k: int = Field(256, ge=1, description="the baseline's most likely tokens kept per token")
+    tail_samples: int = Field(
+        256, ge=2, description="draws from the other tokens kept per token (the KLD's tail)"
+    )
+    models: list[str] | None = Field(
+        None, min_length=1, description="compare only these models (the baseline always runs)"
+    )
+
+    @field_validator("n_ctx")
+    @classmethod
+    def _n_ctx(cls, value: int) -> int:
+        if value < 4 or value % 2:
+            raise ValueError(
+                f"fidelity n_ctx is {value}; give an even number of at least 4 (each chunk's "
+                "second half is scored), such as 512"
+            )
+        return value
+
+    @field_validator("chunks")
+    @classmethod
+    def _chunks(cls, value: int | None) -> int | None:
+        if value is not None and value < 1:
+            raise ValueError(f"fidelity chunks is {value}; give at least 1, or leave it out")
+        return value
+
+
 BENCHMARK_KINDS: dict[str, type[_Frozen]] = {
     "lm_eval": LmEvalBenchmark,
     "elyza_tasks_100": ElyzaBenchmark,
+    "fidelity": FidelityBenchmark,
 }
 
 
@@ -193,7 +231,9 @@ class Execution(_Frozen):
         return value.strip()
 
 
-Benchmark = Annotated[LmEvalBenchmark | ElyzaBenchmark, Field(union_mode="left_to_right")]
+Benchmark = Annotated[
+    LmEvalBenchmark | ElyzaBenchmark | FidelityBenchmark, Field(union_mode="left_to_right")
+]
 
 
 class Suite(_Frozen):
@@ -209,7 +249,7 @@ class Suite(_Frozen):
     def _kinds(cls, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
         for item in items:
             if not isinstance(item, dict) or len(item) != 1:
-                raise ValueError("each benchmark is one key: lm_eval or elyza_tasks_100")
+                raise ValueError("each benchmark is one key: lm_eval, elyza_tasks_100 or fidelity")
             (kind,) = item
             if kind not in BENCHMARK_KINDS:
                 near = difflib.get_close_matches(kind, list(BENCHMARK_KINDS), n=1)
@@ -341,6 +381,8 @@ def _resolve_paths(suite: Suite, base: Path, source: str) -> Suite:
             body["judge"] = {**judge, "path": str(fix(Path(judge["path"])))}
         if kind == "elyza_tasks_100" and _looks_local(body.get("dataset")):
             body["dataset"] = str(fix(Path(body["dataset"])))
+        if kind == "fidelity" and body.get("text"):
+            body["text"] = str(fix(Path(body["text"])))
         benchmarks.append({kind: body})
     root = fix(suite.output_root)
     return suite.model_copy(
@@ -417,8 +459,11 @@ def apply_overrides(
     if limit is not None:
         value = _limit(limit, {kind for item in items for kind in item})
         for item in items:
-            for body in item.values():
-                body["limit"] = value
+            for kind, body in item.items():
+                if kind != "fidelity":
+                    body["limit"] = value
+                elif isinstance(value, int):  # a count of chunks; a fraction leaves them
+                    body["chunks"] = min(body.get("chunks") or value, value)
     data["benchmarks"] = items
     return validate_suite(data, "the command-line options")
 
