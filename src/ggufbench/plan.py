@@ -1,6 +1,6 @@
 """From a suite to jobs with stable ids.
 
-A job is one model on one benchmark (one lm-eval task, or ELYZA). Its spec is
+A job is one model on one benchmark (one lm-eval task, ELYZA, or fidelity). Its spec is
 plain JSON holding everything a worker needs, so a job can be shipped to another
 process or another machine as it is.
 
@@ -11,6 +11,12 @@ job itself starts once its shards have ended: lm-eval then scores all documents
 once, its answers served from the ledger, exactly as an unsharded run would
 (a shard that failed leaves its documents to the job). A shard's spec names its
 ``shard`` (index, count) and ``parent``; the job's spec lists its ``shards``.
+
+A fidelity benchmark is one job for the baseline (``baseline/fidelity``), which keeps a
+compact record of each chunk of the text, and one job per other model
+(``alias/fidelity``), which starts once the baseline's job has ended (its spec's
+``after``) and measures against those records. Only in-process models take part
+(:func:`fidelity_skip`); a fidelity job loads its model with the benchmark's ``n_ctx``.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from ggufbench.config import ModelSpec, Suite
+from ggufbench.config import FidelityBenchmark, ModelSpec, Suite
 from ggufbench.ledger import JobRow
 
 
@@ -68,6 +74,9 @@ def plan(suite: Suite, auto_shards: int = 1) -> list[JobRow]:
     for model in suite.models:
         settings = model_settings(suite, model)
         for kind, spec in suite.benchmark_specs():
+            if isinstance(spec, FidelityBenchmark):
+                jobs += fidelity_jobs(suite, model, settings, spec)
+                continue
             if spec.models is not None and model.alias not in spec.models:
                 continue
             body = json.loads(spec.model_dump_json(exclude={"models"}))
@@ -84,6 +93,49 @@ def plan(suite: Suite, auto_shards: int = 1) -> list[JobRow]:
                     job_spec["shards"] = ids
                 jobs.append(JobRow(jid, model.alias, name, kind, job_spec))
     return jobs
+
+
+FIDELITY = "fidelity"
+FIDELITY_RUNNER = "llama-cpp"
+
+
+def fidelity_skip(suite: Suite, model: ModelSpec) -> str | None:
+    """Why ``model`` takes no part in a fidelity benchmark, in one sentence (None: it does)."""
+    runner = suite.runner_of(model)
+    if runner == FIDELITY_RUNNER:
+        return None
+    return (
+        f"{model.alias} is skipped: fidelity reads every next-token distribution of the "
+        f"model in its job's process, which runner {runner} does not give; run it with "
+        f"runner {FIDELITY_RUNNER} to compare it with the baseline"
+    )
+
+
+def fidelity_jobs(
+    suite: Suite, model: ModelSpec, settings: dict[str, Any], spec: FidelityBenchmark
+) -> list[JobRow]:
+    """``model``'s fidelity job: the baseline's, or a variant's that waits for it; none for a
+    model the benchmark leaves out (``models``, or :func:`fidelity_skip`)."""
+    base = suite.baseline()
+    base_model = next(m for m in suite.models if m.alias == base)
+    if fidelity_skip(suite, base_model) or fidelity_skip(suite, model):
+        return []  # an out-of-process baseline is a preflight problem
+    if model.alias != base and spec.models is not None and model.alias not in spec.models:
+        return []
+    job_spec: dict[str, Any] = {
+        "model": {
+            **settings,
+            "n_ctx": spec.n_ctx,
+            "n_batch": min(spec.n_ctx, int(settings["n_batch"])),
+            "thinking": "none",  # plain text, scored token by token
+        },
+        "benchmark": json.loads(spec.model_dump_json(exclude={"models"})),
+        "name": FIDELITY,
+        "baseline": base,
+    }
+    if model.alias != base:
+        job_spec["after"] = [job_id(base, FIDELITY)]
+    return [JobRow(job_id(model.alias, FIDELITY), model.alias, FIDELITY, FIDELITY, job_spec)]
 
 
 def _shard_count(shards: int | str, auto: int) -> int:
@@ -104,6 +156,11 @@ def is_shard(job: JobRow) -> bool:
     return "shard" in job.spec
 
 
-def shards_of(job: JobRow) -> list[str]:
-    """The ids of a sharded job's shards, which end before it starts."""
-    return list(job.spec.get("shards") or [])
+def waits_for(job: JobRow) -> list[str]:
+    """The ids of the jobs that end before this one starts: a sharded job's shards, a
+    fidelity variant's baseline job."""
+    return list(job.spec.get("shards") or []) + list(job.spec.get("after") or [])
+
+
+# The scheduler's name for waits_for: sharded jobs were the first to wait for others.
+shards_of = waits_for
