@@ -167,7 +167,7 @@ def test_a_server_that_never_answers_times_out_saying_what_it_waited_for(
         LlamaServerBackend(launch)
     message = str(caught.value)
     assert "was not ready after 2 s of waiting for http://127.0.0.1:" in message
-    assert "/health to answer 200 (SmolLM2-135M-Instruct.Q4_1.gguf loaded)" in message
+    assert f"/health to answer 200 (SmolLM2-135M-Instruct.Q4_1.gguf loaded by {silent})" in message
     assert "starting up" in message
 
 
@@ -181,7 +181,8 @@ def test_a_model_it_cannot_load_is_named_with_the_servers_words(
         LlamaServerBackend(launch)
     message = str(caught.value)
     assert (
-        "llama-server exited (1) while waiting for" in message and "(broken.gguf loaded)" in message
+        "llama-server exited (1) while waiting for" in message
+        and f"(broken.gguf loaded by {server_bin})" in message
     )
     assert "load" in message.split("its last lines:", 1)[1]
 

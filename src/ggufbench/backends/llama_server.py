@@ -157,7 +157,7 @@ class ServerLaunch:
                 server.wait_ready(
                     partial(_healthy, url),
                     timeout_s=self.start_timeout_s,
-                    what=f"{url}/health to answer 200 ({self.path.name} loaded)",
+                    what=f"{url}/health to answer 200 ({self.path.name} loaded by {binary})",
                 )
             except BackendError:
                 lost_port = not server.alive() and not port_is_free(port)
