@@ -1,0 +1,99 @@
+"""One suite on three runners through the real `ggufbench run`: in-process llama.cpp, a
+managed llama-server (found on PATH, as a user's would be) and Ollama (the FAKE Ollama
+server of fake_ollama.py: none can be installed here). Then the Ollama model changes
+behind its name, and the resume refuses in one sentence, before anything is computed."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fake_ollama import FakeOllama, Reply
+from test_llama_server import llama_server_binary
+
+from conftest import ggufbench
+from ggufbench.gguf_file import sha256_of
+
+JOB = "demo_gsm8k_cot"
+
+
+@pytest.fixture(scope="session")
+def server_bin(user_cache: Path) -> str:
+    return llama_server_binary(user_cache)
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeOllama]:
+    with FakeOllama(script=lambda body: Reply(text=" 6 + 7 = 13. The answer is 13.\n\nQ:")) as s:
+        s.add_model("smollm2:135m")
+        yield s
+
+
+def test_a_suite_on_three_runners_runs_to_done_and_a_changed_ollama_model_stops_resume(
+    tmp_path: Path,
+    smollm2: Path,
+    server_bin: str,
+    tasks_dir: Path,
+    fake: FakeOllama,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("PATH", f"{Path(server_bin).parent}{os.pathsep}{os.environ['PATH']}")
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(
+        f"""name: mixed
+output_root: {tmp_path / "runs"}
+models:
+  - {{alias: inproc, path: {smollm2}, baseline: true}}
+  - {{alias: served, runner: llama_server, path: {smollm2}}}
+  - {{alias: kept, runner: ollama, ollama_name: "smollm2:135m", base_url: "{fake.url}"}}
+defaults: {{n_ctx: 1024, threads: 1}}
+benchmarks:
+  - lm_eval: {{tasks: [{JOB}], limit: 2, include_path: {tasks_dir}}}
+execution: {{retries: 0}}
+""",
+        encoding="utf-8",
+    )
+    done = ggufbench("run", str(suite))
+    assert done.returncode == 0, done.stdout + done.stderr
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "done"
+    for alias in ("inproc", "served", "kept"):
+        entry = summary["models"][alias]["benchmarks"][JOB]
+        assert entry["status"] == "done" and entry["n_samples"] == 2, alias
+    bodies = fake.bodies("/api/generate")
+    assert len(bodies) == 2 and all(b["model"] == "smollm2:135m" and b["raw"] for b in bodies)
+
+    digest = fake.models["smollm2:135m"].digest
+    recorded = json.loads((run_dir / "run.json").read_text())["models"]
+    assert recorded["kept"]["digest"] == digest and recorded["kept"]["runner"] == "ollama"
+    assert recorded["served"]["sha256"] == recorded["inproc"]["sha256"] == sha256_of(smollm2)
+    identities = job_identities(run_dir)
+    assert identities["served"] == identities["inproc"] == sha256_of(smollm2)
+    assert identities["kept"] == f"ollama {digest}"
+
+    with sqlite3.connect(run_dir / "ledger.sqlite") as db:  # as a crash would leave it
+        db.execute("UPDATE jobs SET status='pending', result=NULL WHERE model='kept'")
+    fake.add_model("smollm2:135m", digest="0" * 64)  # pulled again: another model
+    refused = ggufbench("resume", str(run_dir))
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert "the Ollama model 'smollm2:135m' at" in refused.stderr
+    assert "has changed since this run started" in refused.stderr
+    assert "Traceback" not in refused.stderr and len(fake.bodies("/api/generate")) == 2
+
+    fake.add_model("smollm2:135m", digest=digest)  # restored: the run goes on
+    resumed = ggufbench("resume", str(run_dir))
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    summary = json.loads((run_dir / "summary.json").read_text())
+    requests = summary["models"]["kept"]["benchmarks"][JOB]["requests"]
+    assert requests == {"total": 2, "computed": 0, "from_cache": 2}
+
+
+def job_identities(run_dir: Path) -> dict[str, str]:
+    with sqlite3.connect(run_dir / "ledger.sqlite") as db:
+        rows = db.execute("SELECT model, result FROM jobs WHERE status = 'done'").fetchall()
+    return {model: json.loads(result)["identity"] for model, result in rows}
