@@ -110,7 +110,8 @@ def test_legacy_json_shape(tmp_path):
         suite = load_suite(write(tmp_path, json.dumps(legacy), "legacy.json"))
     said = [str(w.message) for w in caught]
     assert any("batch_size is ignored (set for q8)" in s for s in said)
-    assert any("ollama_name is ignored (set for q8)" in s for s in said)
+    assert not any("ollama_name" in s for s in said)  # kept with the in-process model
+    assert suite.models[0].ollama_name == "x" and suite.runner_of(suite.models[0]) == "llama-cpp"
     assert [m.alias for m in suite.models] == ["q8", "q4"]
     assert suite.models[0].n_gpu_layers == 10
     assert suite.models[0].path == tmp_path / "m/q8.gguf"
@@ -278,3 +279,88 @@ def test_suite_yaml_keeps_every_character(tmp_path):
     assert suite.models[0].description == "日本\x85b"
     saved = write(tmp_path, suite_to_yaml(suite), "saved.yaml")
     assert load_suite(saved) == suite
+
+
+@pytest.mark.parametrize(
+    ("name", "runner"),
+    [("llama-server", "llama-server"), ("llama_server", "llama-server")]
+    + [("LlamaServer", "llama-server"), ("ollama", "ollama"), ("Ollama", "ollama")],
+)
+def test_server_runner_names(name, runner):
+    assert normalize_runner(name) == runner
+
+
+def test_a_near_miss_of_a_server_runner_gets_did_you_mean():
+    with pytest.raises(ValueError, match=r"unknown runner 'olama'; did you mean 'ollama'\?"):
+        normalize_runner("olama")
+    with pytest.raises(ValueError, match="did you mean 'llama-server'"):
+        normalize_runner("llama-sever")
+
+
+def server_suite(tmp_path, **model):
+    data = {
+        "name": "s",
+        "models": [{"alias": "m", **model}],
+        "benchmarks": [{"lm_eval": {"tasks": ["t"]}}],
+    }
+    return parse_suite(data, tmp_path)
+
+
+def test_server_runner_settings_reach_the_plan(tmp_path):
+    suite = server_suite(
+        tmp_path,
+        runner="llama_server",
+        path="m.gguf",
+        server_bin="bin/llama-server",
+        parallel=4,
+        cache_prompt=True,
+    )
+    (job,) = plan(suite)
+    model = job.spec["model"]
+    assert model["runner"] == "llama-server" and model["path"] == str(tmp_path / "m.gguf")
+    assert model["server_bin"] == str(tmp_path / "bin/llama-server")  # from the suite's folder
+    assert (model["parallel"], model["cache_prompt"], model["ollama_name"]) == (4, True, None)
+    on_path = server_suite(tmp_path, runner="llama-server", path="m.gguf", server_bin="srv")
+    assert on_path.models[0].server_bin == "srv" and not on_path.models[0].cache_prompt
+    kept = server_suite(tmp_path, runner="ollama", ollama_name="smollm2:135m", parallel=2)
+    (job,) = plan(kept)
+    assert job.spec["model"]["ollama_name"] == "smollm2:135m"
+
+
+@pytest.mark.parametrize(
+    ("model", "said"),
+    [
+        (
+            {"runner": "llama-server"},
+            "model 'm' uses runner llama-server with neither path nor base_url; give path "
+            "(a server started for each job) or base_url (a server already running)",
+        ),
+        (
+            {"runner": "llama-server", "path": "m.gguf", "base_url": "http://h:8080"},
+            "model 'm' uses runner llama-server with both path and base_url",
+        ),
+        (
+            {"runner": "ollama"},
+            "model 'm' uses runner ollama with neither ollama_name nor path; give ollama_name "
+            "(a model in Ollama) or path (a GGUF file to import)",
+        ),
+        ({"runner": "llama-server", "path": "m.gguf", "parallel": 0}, "models.0.parallel"),
+    ],
+)
+def test_server_runner_settings_are_checked_in_one_sentence(tmp_path, model, said):
+    with pytest.raises(ConfigError) as caught:
+        server_suite(tmp_path, **model)
+    assert said in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_the_runner_may_come_from_the_defaults(tmp_path):
+    data = {
+        "name": "s",
+        "models": [{"alias": "m", "ollama_name": "x"}],
+        "defaults": {"runner": "ollama"},
+        "benchmarks": [{"lm_eval": {"tasks": ["t"]}}],
+    }
+    assert parse_suite(data, tmp_path).runner_of(parse_suite(data, tmp_path).models[0]) == "ollama"
+    data["models"] = [{"alias": "m"}]
+    with pytest.raises(ConfigError, match="uses runner ollama with neither"):
+        parse_suite(data, tmp_path)
