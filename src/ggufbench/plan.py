@@ -111,6 +111,22 @@ def fidelity_skip(suite: Suite, model: ModelSpec) -> str | None:
     )
 
 
+def fidelity_skipped(suite: Suite) -> dict[str, str]:
+    """{alias: why} of the models a fidelity benchmark of the suite names but leaves out for
+    their runner (an out-of-process baseline is a preflight problem, not among them)."""
+    out = {}
+    for _, spec in suite.benchmark_specs():
+        if not isinstance(spec, FidelityBenchmark):
+            continue
+        for model in suite.models:
+            named = spec.models is None or model.alias in spec.models
+            if model.alias != suite.baseline() and named:
+                why = fidelity_skip(suite, model)
+                if why:
+                    out[model.alias] = why
+    return out
+
+
 def fidelity_jobs(
     suite: Suite, model: ModelSpec, settings: dict[str, Any], spec: FidelityBenchmark
 ) -> list[JobRow]:
