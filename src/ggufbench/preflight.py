@@ -13,10 +13,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ggufbench.config import ModelSpec, Suite
+from ggufbench.config import FidelityBenchmark, ModelSpec, Suite
 from ggufbench.errors import GgufbenchError
-from ggufbench.footprint import footprint_bytes, with_judge
-from ggufbench.plan import loads_here, model_settings, plan
+from ggufbench.footprint import F32_BYTES, footprint, footprint_bytes, with_judge
+from ggufbench.plan import (
+    FIDELITY,
+    fidelity_skip,
+    fidelity_skipped,
+    loads_here,
+    model_settings,
+    plan,
+)
 
 if TYPE_CHECKING:
     from ggufbench.gguf_file import GgufInfo
@@ -32,7 +39,7 @@ class Report:
     notes: list[str] = field(default_factory=list)
     models: dict[str, dict[str, Any]] = field(default_factory=dict)  # alias -> identity
     # bytes a job reserves: by model alias, and by job id for each ELYZA job with an
-    # in-process judge (footprint.with_judge)
+    # in-process judge (footprint.with_judge) and each fidelity job (its own n_ctx)
     footprints: dict[str, int] = field(default_factory=dict)
 
 
@@ -45,6 +52,7 @@ def check(
     say("checking tasks")
     _check_tasks(suite, report, datasets, say)
     _check_elyza(suite, report, datasets, say)
+    _check_fidelity(suite, report)
     _check_memory(suite, report)
     return report
 
@@ -266,6 +274,86 @@ def _check_chat_templates(suite: Suite, spec: Any, report: Report) -> None:
                 f"model '{model.alias}' has no chat template in its metadata, and "
                 "elyza_tasks_100 prompts are chat messages; set chat_template for it"
             )
+
+
+def _check_fidelity(suite: Suite, report: Report) -> None:
+    """A fidelity benchmark: one, a baseline in this process, its text; each job's memory."""
+    specs = [s for _, s in suite.benchmark_specs() if isinstance(s, FidelityBenchmark)]
+    if not specs:
+        return
+    if len(specs) > 1:
+        report.problems.append(
+            f"the suite has {len(specs)} fidelity benchmarks; keep one (each model has one "
+            "fidelity result)"
+        )
+    spec = specs[0]
+    base = next((m for m in suite.models if m.baseline), None)
+    if base is None:
+        report.problems.append(
+            "fidelity compares every model with the baseline, and no model of the suite has "
+            "baseline: true; mark the model to compare with (or leave fidelity out with "
+            "--benchmarks)"
+        )
+    elif fidelity_skip(suite, base):
+        report.problems.append(
+            f"fidelity needs the baseline '{base.alias}' in this process, but it uses runner "
+            f"{suite.runner_of(base)}; run the baseline with runner llama-cpp"
+        )
+    report.notes += fidelity_skipped(suite).values()
+    _check_fidelity_text(spec, report)
+    for job in plan(suite):
+        if job.kind == FIDELITY and (info := _info(job.spec["model"]["path"])) is not None:
+            settings = job.spec["model"]
+            report.footprints[job.id] = fidelity_footprint(
+                info, settings["n_ctx"], settings["n_batch"]
+            )
+
+
+def _check_fidelity_text(spec: FidelityBenchmark, report: Report) -> None:
+    """The text is a readable UTF-8 file long enough for two chunks (at least a byte a
+    token; the baseline's job counts the tokens)."""
+    from ggufbench import fidelity
+
+    path = spec.text or fidelity.bundled_corpus()
+    try:
+        data = fidelity.read_text(path)
+    except GgufbenchError as exc:
+        report.problems.append(str(exc))
+        return
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        report.problems.append(
+            f"fidelity text {path} is not UTF-8 text (byte {exc.start} is not); save it as UTF-8"
+        )
+        return
+    if len(data) < 2 * spec.n_ctx:
+        report.problems.append(
+            f"fidelity text {path} has {len(data)} bytes, and n_ctx {spec.n_ctx} needs at least "
+            f"{2 * spec.n_ctx} tokens; give a longer text or a smaller n_ctx"
+        )
+
+
+def _info(path: str | None) -> GgufInfo | None:
+    """A model file's metadata; None when it does not validate (reported with the model)."""
+    from ggufbench.gguf_file import validate
+
+    if not path:
+        return None
+    try:
+        return validate(Path(path))
+    except GgufbenchError:
+        return None
+
+
+def fidelity_footprint(info: GgufInfo, n_ctx: int, n_batch: int) -> int:
+    """A fidelity job's memory: the model with one stream of ``n_ctx`` cells decoded in
+    micro-batches of ``n_batch``, llama.cpp's logits of a micro-batch's scored rows
+    (``min(n_batch, n_ctx / 2)`` rows of the vocabulary, float32), and the job's scratch
+    row and mask of the vocabulary (docs/fidelity.md, bounded disk and memory)."""
+    vocab = info.vocab_size or 0
+    rows = min(n_batch, n_ctx // 2)
+    return footprint(info, n_ctx, n_ubatch=n_batch).total + F32_BYTES * vocab * rows + 5 * vocab
 
 
 def _check_memory(suite: Suite, report: Report) -> None:
