@@ -42,7 +42,7 @@ from ggufbench.fidelity._keys import (
     variant_request,
 )
 from ggufbench.fidelity._record import BaselineRecord, ChunkStats
-from ggufbench.fidelity._stats import combine, format_figures, percentile
+from ggufbench.fidelity._stats import baseline_figures, combine, format_figures, percentile
 
 __all__ = [
     "BASELINE_KIND",
@@ -54,6 +54,7 @@ __all__ = [
     "ChunkStats",
     "Window",
     "baseline_chunk",
+    "baseline_figures",
     "baseline_request",
     "bos_of",
     "bundled_corpus",

@@ -32,9 +32,16 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from ggufbench.fidelity._record import SUMS, ChunkStats
+from ggufbench.fidelity._record import SUMS, BaselineRecord, ChunkStats
 
-__all__ = ["KLD_PERCENTILES", "P_DIFF_PERCENTILES", "combine", "format_figures", "percentile"]
+__all__ = [
+    "KLD_PERCENTILES",
+    "P_DIFF_PERCENTILES",
+    "baseline_figures",
+    "combine",
+    "format_figures",
+    "percentile",
+]
 
 # (label, fraction) as perplexity.cpp prints them, top down.
 KLD_PERCENTILES = (
@@ -147,6 +154,30 @@ def combine(chunks: Iterable[ChunkStats]) -> dict[str, Any]:
         "tail_mass": s["sum_tail_mass"] / n,
         "kld_sampling_stderr": math.sqrt(s["sum_tail_var"]) / n,
     }
+
+
+def baseline_figures(records: Iterable[BaselineRecord]) -> dict[str, Any]:
+    """The baseline's own perplexity from its records: exactly the ``ppl_base`` that
+    :func:`combine` gives every variant measured on the same chunks.
+
+    Each chunk's sums are taken as a variant's pass takes them (``chunk_stats``), then
+    added with ``math.fsum``, so the order of the records does not matter. A generator
+    of records keeps one in memory at a time.
+    """
+    sums, sums2, n, seen = [], [], 0, set()
+    for record in records:
+        if record.chunk in seen:
+            raise ValueError("a fidelity chunk is given twice")
+        seen.add(record.chunk)
+        nll = -np.asarray(record.target, dtype=np.float64)
+        sums.append(math.fsum(nll.tolist()))
+        sums2.append(math.fsum((nll * nll).tolist()))
+        n += len(nll)
+    if not seen:
+        raise ValueError("no fidelity chunk to combine")
+    mean, e = mean_and_uncertainty(math.fsum(sums), math.fsum(sums2), n)
+    ppl = math.exp(mean)
+    return {"n_tokens": n, "n_chunks": len(seen), "ppl": _figure(ppl, ppl * e)}
 
 
 def format_figures(f: dict[str, Any]) -> str:
