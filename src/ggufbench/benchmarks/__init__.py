@@ -16,6 +16,10 @@ def run_benchmark(kind: str, ctx: JobContext) -> dict[str, Any]:
         from ggufbench.benchmarks import elyza
 
         return elyza.run(ctx)
+    if kind == "fidelity":
+        from ggufbench.benchmarks import fidelity_job
+
+        return fidelity_job.run(ctx)
     raise ValueError(f"unknown benchmark kind {kind}")
 
 
