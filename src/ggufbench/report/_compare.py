@@ -21,6 +21,7 @@ from typing import Any
 
 from ggufbench.errors import ConfigError
 from ggufbench.ledger import Ledger
+from ggufbench.plan import FIDELITY
 from ggufbench.report._paired import add_vs_baseline
 from ggufbench.report._samples import Items, item_key, item_scores, read_rows
 from ggufbench.report._summary import build_summary, current_status
@@ -263,8 +264,8 @@ def compare_runs(paths: list[Path], baseline: str | None = None) -> Comparison:
         b for r in runs for m in r.summary["models"].values() for b in m["benchmarks"]
     )
     for bench in benches:
-        if base_alias not in base_run.done(bench):
-            continue
+        if bench == FIDELITY or base_alias not in base_run.done(bench):
+            continue  # fidelity is measured against each run's own baseline
         item_sets, said = _check_bench(bench, base_run, base_alias, runs, drop)
         notes += said
         shared_any = shared_any or len(item_sets) > 1

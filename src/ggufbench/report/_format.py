@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from ggufbench.plan import FIDELITY
+
 PRIMARY = (
     "acc_norm",
     "acc",
@@ -25,10 +27,13 @@ MARKERS = {
 
 
 def benchmark_metrics(summary: dict[str, Any]) -> dict[str, list[str]]:
-    """Every (benchmark, metric) that some model reports, the primary metric first."""
+    """Every (benchmark, metric) that some model reports, the primary metric first; fidelity,
+    whose figures are against the baseline already, has views of its own."""
     found: dict[str, list[str]] = {}
     for model in summary["models"].values():
         for bench, entry in model["benchmarks"].items():
+            if bench == FIDELITY:
+                continue
             names = found.setdefault(bench, [])
             for m in entry.get("metrics", {}):
                 if m not in names:

@@ -21,6 +21,7 @@ from ggufbench.report._explorer import (
     encode,
     explorer_data,
 )
+from ggufbench.report._fidelity import fidelity_view
 from ggufbench.report._format import (
     benchmark_metrics,
     error_kind,
@@ -31,7 +32,7 @@ from ggufbench.report._format import (
     pvalue,
     size_mib,
 )
-from ggufbench.report._plots import plots
+from ggufbench.report._plots import fidelity_plot, plots
 from ggufbench.report._problems import failed_jobs, withheld_counts
 
 __all__ = ["render_html"]
@@ -153,6 +154,9 @@ def render_html(
         for alias in models
     ]
     figures, plot_note = plots(summary)
+    fidelity = fidelity_view(summary)
+    if fidelity is not None:
+        fidelity["figure"], fidelity["plot_note"] = fidelity_plot(summary, fidelity["compared"])
     return (
         _environment()
         .get_template("report.html.j2")
@@ -164,6 +168,7 @@ def render_html(
             table=table,
             comparisons=_comparisons(summary),
             figures=figures,
+            fidelity=fidelity,
             plot_note=plot_note,
             failures=failed_jobs(summary),
             withheld=withheld_counts(summary, run_dir),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ggufbench.report._fidelity import fidelity_view
 from ggufbench.report._format import (
     benchmark_metrics,
     error_kind,
@@ -58,11 +59,14 @@ def render(summary: dict[str, Any]) -> str:
         sha = (m.get("sha256") or "–")[:16]
         size = size_mib(m.get("size_bytes"))
         lines.append(f"| {alias} | {m.get('quant') or '–'} | {size} | `{sha}` |")
-    lines += ["", "## Scores", "", SCORES_NOTE, ""]
-    for bench, metric_names in benchmark_metrics(summary).items():
+    lines.append("")
+    scores = benchmark_metrics(summary)
+    if scores:
+        lines += ["## Scores", "", SCORES_NOTE, ""]
+    for bench, metric_names in scores.items():
         for metric in metric_names:
             lines += _metric_table(summary, bench, metric)
-    lines += _elyza(models) + _speed(models) + _failures(models)
+    lines += _fidelity(summary) + _elyza(models) + _speed(models) + _failures(models)
     return "\n".join(lines) + "\n"
 
 
@@ -103,6 +107,34 @@ def _metric_table(summary: dict[str, Any], bench: str, metric: str) -> list[str]
         if found and found.get("note"):
             notes.append(f"- {alias}: {found['note']}")
     return lines + [""] + notes + ([""] if notes else [])
+
+
+def _fidelity(summary: dict[str, Any]) -> list[str]:
+    """Fidelity: a row of figures per model, its KLD percentiles, and who was skipped and why."""
+    view = fidelity_view(summary)
+    if view is None:
+        return []
+
+    def table(headings: list[str], rows: list[list[str]]) -> list[str]:
+        out = ["| model | " + " | ".join(headings) + " |", "|---" * (len(headings) + 1) + "|"]
+        return out + ["| " + " | ".join(row) + " |" for row in rows] + [""]
+
+    def name(row: dict[str, Any]) -> str:
+        return f"{row['model']} (baseline)" if row["baseline"] else row["model"]
+
+    lines = ["## Fidelity", "", view["intro"], ""]
+    rows = view["rows"]
+    lines += table(
+        [*view["headings"], "tokens"], [[name(r), *r["cells"], str(r["tokens"])] for r in rows]
+    )
+    compared = [r for r in rows if not r["baseline"]]
+    if compared:
+        lines += ["KLD per scored token, percentiles:", ""]
+        spread = [[name(r), *r["percentiles"]] for r in compared]
+        lines += table(view["percentile_headings"], spread)
+    for note in view["notes"]:
+        lines.append(f"- {note['why'] or note['model'] + ' ' + str(note['status'])}")
+    return lines + ([""] if view["notes"] else [])
 
 
 ELYZA = "elyza_tasks_100"

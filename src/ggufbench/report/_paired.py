@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from ggufbench.plan import FIDELITY
 from ggufbench.report._samples import Items, ScoresOf, item_scores, samples_of
 from ggufbench.report._stats import (
     bootstrap_ci,
@@ -188,8 +189,8 @@ def add_vs_baseline(
     for alias, model in models.items():
         for bench, entry in model["benchmarks"].items():
             entry.pop("vs_baseline", None)
-            if entry.get("status") != "done":
-                continue
+            if entry.get("status") != "done" or bench == FIDELITY:
+                continue  # fidelity's figures are against the baseline already
             mine = scores_of(alias, bench)
             for metric, m in entry.get("metrics", {}).items():
                 _interval(m, mine.get(metric))

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-__all__ = ["plots"]
+__all__ = ["fidelity_plot", "plots"]
 
 MISSING = (
     "Plots need matplotlib, which is not installed: run pip install 'ggufbench[plots]' "
@@ -57,6 +57,63 @@ def plots(summary: dict[str, Any]) -> tuple[list[dict[str, Any]], str | None]:
             figures.append(drawn)
     note = f"Some plots could not be drawn: {'; '.join(failed)}." if failed else None
     return figures, note
+
+
+def fidelity_plot(
+    summary: dict[str, Any], compared: list[tuple[str, dict[str, Any]]]
+) -> tuple[dict[str, Any] | None, str | None]:
+    """The KLD distribution of each model compared with the baseline (from its percentiles),
+    and a sentence when it cannot be drawn."""
+    if not compared:
+        return None, None
+    try:
+        from matplotlib.figure import Figure  # noqa: F401
+    except ImportError:
+        return None, MISSING
+    style = {alias: i for i, alias in enumerate(summary["models"])}
+    try:
+        return _kld_spread(compared, style), None
+    except Exception as exc:  # noqa: BLE001 - a plot must never cost the rest of the report
+        return None, f"The fidelity plot could not be drawn ({type(exc).__name__}: {exc})."
+
+
+def _kld_spread(
+    compared: list[tuple[str, dict[str, Any]]], style: dict[str, int]
+) -> dict[str, Any]:
+    """Per model: box 10-90%, whiskers 1-99%, a bar at the median, its marker at the mean and
+    a cross at the maximum, on a log scale (a KLD of 0 is drawn at the scale's floor)."""
+    spreads = [
+        (alias, e["details"]["kld_percentiles"], e["metrics"]["kld"]["value"])
+        for alias, e in compared
+    ]
+    positive = [v for _, q, mean in spreads for v in (*q.values(), mean) if v > 0]
+    floor = min(positive, default=1e-6) / 2
+
+    def at(value: float) -> float:
+        return max(value, floor)
+
+    fig = _figure(8.5, 1.0 + 0.5 * len(spreads))
+    ax = fig.subplots()
+    for y, (alias, q, mean) in enumerate(spreads):
+        colour, marker = COLOURS[style[alias] % 8], MARKERS[style[alias] % 8]
+        ax.plot([at(q["1.0"]), at(q["99.0"])], [y, y], color=colour, linewidth=1.2)
+        ax.barh(y, at(q["90.0"]) - at(q["10.0"]), left=at(q["10.0"]), height=0.5,
+                color=colour, alpha=0.35, edgecolor=colour)  # fmt: skip
+        ax.plot([at(q["median"])] * 2, [y - 0.25, y + 0.25], color="#000000", linewidth=2)
+        ax.plot(at(mean), y, marker=marker, color=colour, markeredgecolor="#000000", markersize=8)
+        ax.plot(at(q["max"]), y, marker="x", color=colour, markersize=7)
+    ax.set_xscale("log")
+    ax.set_yticks(range(len(spreads)), [a for a, _, _ in spreads])
+    ax.set_ylim(len(spreads) - 0.5, -0.5)
+    ax.set_xlabel("KL divergence from the baseline per scored token (nats, log scale)", fontsize=9)
+    ax.grid(axis="x", alpha=0.3, which="both")
+    return _png(
+        fig,
+        "Each model's KL divergence from the baseline per scored token: box from the 10th to "
+        "the 90th percentile, whiskers from the 1st to the 99th, black bar at the median, the "
+        "model's marker at the mean, × at the maximum.",
+        "distribution of each model's per-token KL divergence from the baseline",
+    )
 
 
 def _figure(width: float, height: float) -> Figure:

@@ -7,6 +7,7 @@ from typing import Any
 
 from ggufbench.errors import ConfigError
 from ggufbench.ledger import Ledger
+from ggufbench.plan import FIDELITY, fidelity_skipped
 from ggufbench.report._paired import add_vs_baseline
 from ggufbench.rundir import RunDir, results_file, write_json
 
@@ -44,24 +45,29 @@ def build_summary(
         status_of = (
             "done" if job.status == "done" else ("failed" if job.status == "failed" else "skipped")
         )
+        skipped = result.get("skipped") if job.status == "done" else None  # why, in a sentence
         entry: dict[str, Any] = {
-            "status": status_of,
+            "status": "skipped" if skipped else status_of,
             "metrics": result.get("metrics", {}),
             "n_samples": result.get("n_samples", 0),
             "wall_s": result.get("wall_s", 0.0),
             "requests": result.get("requests", {"total": 0, "computed": 0, "from_cache": 0}),
             "attempts": job.attempts,
-            "error": job.error if job.status != "done" else None,
+            "error": skipped or (job.error if job.status != "done" else None),
             "ran_on": [
                 {"attempt": a["n"], "host": a.get("host"), "status": a["status"]}
                 for a in ledger.attempts(job.id)
             ],
         }
         _mark_direction(entry["metrics"], run, job.model, job.benchmark)
-        for extra in ("gen_tokens", "compute_s", "judge", "distribution", "failures", "n_scored"):
+        extras = ("gen_tokens", "compute_s", "judge", "distribution", "failures", "n_scored")
+        for extra in (*extras, "details"):
             if extra in result:
                 entry[extra] = result[extra]
         models[job.model]["benchmarks"][job.benchmark] = entry
+    for alias, why in fidelity_skipped(suite).items():  # left out of the plan for their runner
+        if alias in models:
+            models[alias]["benchmarks"].setdefault(FIDELITY, _skipped(why))
     if baseline is not None and baseline not in models:
         raise ConfigError(
             f"--baseline {baseline} is not a model of this run; use one of {', '.join(models)}"
@@ -74,6 +80,13 @@ def build_summary(
         "models": models,
     }
     return add_vs_baseline(summary, run.path)
+
+
+def _skipped(why: str) -> dict[str, Any]:
+    """The entry of a benchmark that no job runs for a model, and why."""
+    requests = {"total": 0, "computed": 0, "from_cache": 0}
+    return {"status": "skipped", "metrics": {}, "n_samples": 0, "wall_s": 0.0,
+            "requests": requests, "attempts": 0, "error": why, "ran_on": []}  # fmt: skip
 
 
 def _mark_direction(metrics: dict[str, Any], run: RunDir, alias: str, bench: str) -> None:

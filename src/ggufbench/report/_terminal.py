@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from ggufbench.report._fidelity import fidelity_entries, terminal_cell
 from ggufbench.report._format import interval, marker, num, primary_metrics, size_mib
 
 __all__ = ["print_summary", "terminal_table"]
@@ -52,15 +53,30 @@ def terminal_table(summary: dict[str, Any]) -> Table:
     table.add_column("size", justify="right")
     for bench, metric in primary.items():
         table.add_column(Text(f"{bench}\n{metric}"))
+    fidelity = dict(fidelity_entries(summary))
+    if fidelity:
+        table.add_column(Text("fidelity\nvs the baseline"))
     for alias, model in summary["models"].items():
         name = f"{alias}\n(baseline)" if alias == summary.get("baseline") else alias
+        cells = [_cell(summary, alias, b, m) for b, m in primary.items()]
+        if fidelity:
+            cells.append(_fidelity_cell(fidelity.get(alias)))
         table.add_row(
-            Text(name),
-            Text(model.get("quant") or "–"),
-            size_mib(model.get("size_bytes")),
-            *(_cell(summary, alias, b, m) for b, m in primary.items()),
+            Text(name), Text(model.get("quant") or "–"), size_mib(model.get("size_bytes")), *cells
         )
     return table
+
+
+def _fidelity_cell(entry: dict[str, Any] | None) -> Text:
+    """Mean KLD and same top p against the baseline (the baseline: its PPL)."""
+    lines = terminal_cell(entry)
+    if lines is None:
+        return Text("–", style="dim")
+    first, second = lines
+    text = Text(first, style="" if entry and entry.get("status") == "done" else "dim")
+    if second:
+        text.append(f"\n{second}", style="dim" if second == "baseline" else "")
+    return text
 
 
 def print_summary(console: Console, run_dir: Path) -> None:
