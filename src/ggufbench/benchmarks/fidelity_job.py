@@ -196,10 +196,10 @@ def _variant(ctx: JobContext, backend: LlamaCppBackend) -> dict[str, Any]:
     base = _baseline_result(ctx)
     details = dict(base["details"])
     rt = backend.rt
-    reason = fidelity.skip_reason(
-        ctx.alias, details["baseline"], fidelity.vocab_identity(rt), base["vocab"]
-    )
+    base_alias = details["baseline"]
+    reason = fidelity.skip_reason(ctx.alias, base_alias, fidelity.vocab_identity(rt), base["vocab"])
     if reason is not None:
+        details = {"baseline": base_alias}
         return {"skipped": reason, "metrics": {}, "n_samples": 0, "details": details}
     chunks = _Chunks(ctx, backend, fidelity.VARIANT_KIND, len(base["records"]))
     stats = []
