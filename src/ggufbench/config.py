@@ -96,7 +96,7 @@ class ModelSpec(_Frozen):
         None, ge=1, description="server slots (llama-server) or requests in flight (ollama)"
     )
     cache_prompt: bool = Field(False, description="llama-server reuses a slot's KV cache")
-    ollama_name: str | None = Field(None, description="the model's name in Ollama")
+    ollama_name: str | None = Field(None, min_length=1, description="the model's name in Ollama")
 
     @field_validator("runner", mode="before")
     @classmethod

@@ -108,12 +108,13 @@ def _ordered(suite: dict[str, Any]) -> dict[str, Any]:
 
 
 def _model(entry: LegacyModel) -> dict[str, Any]:
-    in_ollama = entry.gguf_path is None and entry.ollama_name is not None
+    ollama_name = (entry.ollama_name or "").strip() or None  # a blank name is no name
+    in_ollama = entry.gguf_path is None and ollama_name is not None
     model = {
         "alias": entry.alias,
         "runner": "ollama" if in_ollama else None,
         "path": entry.gguf_path,
-        "ollama_name": entry.ollama_name,
+        "ollama_name": ollama_name,
         "description": entry.description,
         "n_gpu_layers": entry.n_gpu_layers,
     }

@@ -173,3 +173,10 @@ def test_legacy_json_file_on_disk(tmp_path):
     assert [m.alias for m in suite.models][0] == "base_q8"
     assert suite.models[0].path == tmp_path / "models/base_q8.gguf"
     assert suite.models[0].description == "variant base_q8"
+
+
+def test_a_blank_ollama_name_is_no_name(tmp_path):
+    data = {"gguf_models": [{"alias": "a", "ollama_name": " ", "tasks": ["t"]}]}
+    suite, said = quietly(data, tmp_path)
+    (model,) = suite.models
+    assert model.ollama_name is None and suite.runner_of(model) == "llama-cpp" and said == []
