@@ -39,9 +39,12 @@ def register(app: typer.Typer) -> None:
         fresh: bool = typer.Option(
             False, "--fresh", help="start a new run even if one is unfinished"
         ),
-        limit: int | None = typer.Option(None, "--limit", min=1, help="items per task"),
+        limit: int | None = typer.Option(
+            None, "--limit", min=1, help="items per task (fidelity: chunks)"
+        ),
     ) -> None:
-        """Run the bundled demo suite: two real models, a derived variant, small tasks."""
+        """Run the bundled demo suite: two real models, a derived variant, small tasks,
+        and the variant's fidelity to the baseline."""
         from ggufbench.config import apply_overrides, load_suite
         from ggufbench.orchestrate import run_suite
 
