@@ -73,7 +73,8 @@ def figure(metric: dict[str, Any] | None, scale: float, decimals: int, unit: str
 
 
 def _intro(summary: dict[str, Any], entries: list[tuple[str, dict[str, Any]]]) -> str:
-    about = next((e.get("details") or {} for _, e in entries if e.get("status") == "done"), {})
+    done = [e.get("details") or {} for _, e in entries if e.get("status") == "done"]
+    about = next((d for d in done if d.get("text")), {})
     base = about.get("baseline") or summary.get("baseline")
     where = ""
     if about.get("text"):
