@@ -48,11 +48,13 @@ def chromium() -> Path:
 
 @pytest.fixture(scope="module")
 def two_variants(tmp_path_factory, smollm2, tasks_dir) -> Path:
-    """A finished run of SmolLM2 Q4_1 (baseline) and its Q2_K derivative."""
+    """A finished run of SmolLM2 Q4_1 (baseline) and its Q2_K derivative, with fidelity."""
     root = tmp_path_factory.mktemp("report")
     suite = root / "suite.yaml"
     models = [("smol", smollm2), ("smol_q2k", derived_path(smollm2, "Q2_K"))]
-    suite.write_text(suite_text(models, TASKS, tasks_dir, root / "runs", limit=6))
+    fidelity = "  - fidelity: {n_ctx: 256, chunks: 2}\n"
+    text = suite_text(models, TASKS, tasks_dir, root / "runs", limit=6, extra=fidelity)
+    suite.write_text(text.replace("  - alias: smol\n", "  - alias: smol\n    baseline: true\n"))
     done = ggufbench("run", str(suite))
     assert done.returncode == 0, done.stdout + done.stderr
     (run_dir,) = (root / "runs").iterdir()
@@ -104,6 +106,12 @@ def test_report_html_in_a_real_browser(two_variants):
         )
         assert models == ["smol", "smol_q2k"]
         assert page.locator("#plots img").count() >= 3  # scores, size, speed
+        fidelity = page.eval_on_selector_all(
+            "#fidelity-table tbody tr", "rows => rows.map(r => r.dataset.model)"
+        )
+        assert fidelity == ["smol", "smol_q2k"]
+        plot = page.locator("#fidelity-plot img")
+        assert plot.is_visible() and plot.evaluate("img => img.naturalWidth") > 0
         page.screenshot(path=str(run_dir / "report-page.png"), full_page=True)
 
         for bench in TASKS:
