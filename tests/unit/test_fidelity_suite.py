@@ -10,11 +10,11 @@ import pytest
 
 from ggufbench import fidelity
 from ggufbench.benchmarks._job import JobContext
-from ggufbench.benchmarks.fidelity_job import _baseline_result
+from ggufbench.benchmarks.fidelity_job import _baseline_index, _commit_index
 from ggufbench.config import FidelityBenchmark, apply_overrides, load_suite, parse_suite
 from ggufbench.errors import ConfigError, GgufbenchError
 from ggufbench.fidelity._rows import baseline_rows, variant_rows
-from ggufbench.ledger import JobRow, Ledger
+from ggufbench.ledger import Ledger
 from ggufbench.plan import FIDELITY, fidelity_skipped, plan, waits_for
 from ggufbench.preflight import check
 from ggufbench.testmodels import smollm2_path
@@ -141,24 +141,28 @@ def test_a_suite_without_an_in_process_baseline_is_a_problem(tmp_path):
     ]
 
 
-def job_context(ledger: Ledger, alias: str) -> JobContext:
-    spec = {"baseline": "base", "name": FIDELITY}
-    return JobContext(Path("."), f"{alias}/fidelity", alias, FIDELITY, spec, ledger, "o", None)  # type: ignore[arg-type]
+def job_context(ledger: Ledger, owner: str, alias: str) -> JobContext:
+    spec = {"baseline": "base", "name": FIDELITY, "benchmark": FidelityBenchmark().model_dump()}
+    return JobContext(Path("."), f"{alias}/fidelity", alias, FIDELITY, spec, ledger, owner, None)  # type: ignore[arg-type]
 
 
-def test_a_model_whose_baseline_job_failed_fails_with_one_sentence(tmp_path):
+def test_a_model_whose_baseline_job_did_not_finish_fails_with_one_sentence(tmp_path):
     ledger = Ledger(tmp_path / "ledger.sqlite", create=True)
-    ledger.add_jobs([JobRow("base/fidelity", "base", FIDELITY, FIDELITY, {})])
-    reason = "fidelity text /x.txt cannot be read (No such file or directory); check the path"
-    ledger.update_job("base/fidelity", status="failed", error=reason)
+    owner = ledger.claim()
     with pytest.raises(GgufbenchError) as caught:
-        _baseline_result(job_context(ledger, "q4"))
+        _baseline_index(job_context(ledger, owner, "q4"))
     assert str(caught.value) == (
-        f"q4 is not compared: the baseline's fidelity job base/fidelity failed ({reason}); "
-        "fix that and resume the run"
+        "q4 is not compared: the baseline's fidelity job base/fidelity did not finish (the "
+        "report gives its reason); fix that and resume the run"
     )
-    ledger.update_job("base/fidelity", status="done", result={"records": []})
-    assert _baseline_result(job_context(ledger, "q4")) == {"records": []}
+    # the baseline's job commits its index through the same store; then it is found
+    index = {"records": ["k0"], "vocab": "v", "details": {"text": "/c.txt"}}
+    ctx = job_context(ledger, owner, "base")
+    _commit_index(ctx, "base-sha256", index)
+    assert _baseline_index(job_context(ledger, owner, "q4")) == index
+    _commit_index(ctx, "base-sha256", index)  # again: the same index
+    with pytest.raises(GgufbenchError, match="has changed since this run measured"):
+        _commit_index(ctx, "base-sha256", {**index, "records": ["k1"]})
     ledger.close()
 
 

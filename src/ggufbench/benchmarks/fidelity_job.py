@@ -2,10 +2,12 @@
 
 A fidelity benchmark is two kinds of job (:mod:`ggufbench.plan`). The baseline's job
 reads the text, cuts it into chunks as llama-perplexity does and commits each
-chunk's compact record (docs/fidelity.md) as it completes; its result lists the
-records' keys and the vocabulary's identity. Every other model's job starts once the
-baseline's has ended, and commits each chunk's statistics against the record, which it
-reads from the ledger: one forward pass over the text per model, the baseline's shared.
+chunk's compact record (docs/fidelity.md) as it completes, then an index: the records'
+keys, the vocabulary's identity and the text's details (``fidelity.index_key``). Every
+other model's job starts once the baseline's has ended, reads the index and commits each
+chunk's statistics against the record, which it reads from the ledger: one forward pass
+over the text per model, the baseline's shared. A job reaches the ledger only through
+its answer store, which on Ray serves its own job alone, so the index is in the cache.
 
 Both commit through the job's answer store (the run's SQLite ledger, or on Ray the
 driver's relay), chunk by chunk, so a killed job resumes at the chunk it was on and
@@ -166,34 +168,53 @@ def _baseline(ctx: JobContext, backend: LlamaCppBackend) -> dict[str, Any]:
         "n_chunks": own["n_chunks"],
         "n_tokens": own["n_tokens"],
     }
+    index = {"records": keys, "vocab": fidelity.vocab_identity(rt), "details": details}
+    _commit_index(ctx, backend.info.identity, index)
     _write_results(ctx, details | own)
     return {
         "metrics": {"ppl": own["ppl"]},
         "n_samples": own["n_tokens"],
         **chunks.work(start),
         "details": details,
-        "records": keys,  # for the other models' jobs; not in summary.json
-        "vocab": fidelity.vocab_identity(rt),
     }
 
 
-def _baseline_result(ctx: JobContext) -> dict[str, Any]:
-    """The baseline's job result, or why this model cannot be compared, in one sentence."""
-    base_id = job_id(ctx.spec["baseline"], FIDELITY)
-    job = ctx.ledger.job(base_id)
-    if job.status == "done" and job.result:
-        return job.result
-    how = f"failed ({job.error})" if job.status == "failed" else f"is {job.status}"
+def _index_key(ctx: JobContext) -> str:
+    return fidelity.index_key(job_id(ctx.spec["baseline"], FIDELITY), ctx.spec["benchmark"])
+
+
+def _commit_index(ctx: JobContext, identity: str, index: dict[str, Any]) -> None:
+    """Commit the index of the baseline's records (``identity``: its model's), unless this
+    run's ledger holds it already."""
+    key = _index_key(ctx)
+    found = ctx.ledger.cache_get([key]).get(key)
+    if found is None:
+        row = (key, fidelity.INDEX_KIND, identity, ctx.spec["benchmark"], index)
+        ctx.ledger.cache_put(ctx.owner, [row])
+    elif found != index:
+        raise GgufbenchError(
+            f"the fidelity text {index['details']['text']} has changed since this run "
+            "measured other models against it; start a fresh run (ggufbench run --fresh)"
+        )
+
+
+def _baseline_index(ctx: JobContext) -> dict[str, Any]:
+    """The index of the baseline's records, or why this model cannot be compared."""
+    key = _index_key(ctx)
+    found: dict[str, Any] | None = ctx.ledger.cache_get([key]).get(key)
+    if found is not None:
+        return found
     raise GgufbenchError(
-        f"{ctx.alias} is not compared: the baseline's fidelity job {base_id} {how}; "
-        "fix that and resume the run"
+        f"{ctx.alias} is not compared: the baseline's fidelity job "
+        f"{job_id(ctx.spec['baseline'], FIDELITY)} did not finish (the report gives its "
+        "reason); fix that and resume the run"
     )
 
 
 def _variant(ctx: JobContext, backend: LlamaCppBackend) -> dict[str, Any]:
     """Commit every chunk's statistics against the baseline's records; the figures."""
     start = time.monotonic()
-    base = _baseline_result(ctx)
+    base = _baseline_index(ctx)
     details = dict(base["details"])
     rt = backend.rt
     base_alias = details["baseline"]

@@ -37,8 +37,10 @@ from ggufbench.fidelity._corpus import (
 from ggufbench.fidelity._keys import (
     BASELINE_KIND,
     FORMAT,
+    INDEX_KIND,
     VARIANT_KIND,
     baseline_request,
+    index_key,
     variant_request,
 )
 from ggufbench.fidelity._record import BaselineRecord, ChunkStats
@@ -49,6 +51,7 @@ __all__ = [
     "DEFAULT_TAIL_SAMPLES",
     "DEFAULT_TOP_K",
     "FORMAT",
+    "INDEX_KIND",
     "VARIANT_KIND",
     "BaselineRecord",
     "ChunkStats",
@@ -62,6 +65,7 @@ __all__ = [
     "combine",
     "first_scored",
     "format_figures",
+    "index_key",
     "percentile",
     "read_text",
     "skip_reason",

@@ -10,14 +10,35 @@ another text, window, context, k or m.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from typing import Any
 
-__all__ = ["BASELINE_KIND", "FORMAT", "VARIANT_KIND", "baseline_request", "variant_request"]
+__all__ = [
+    "BASELINE_KIND",
+    "FORMAT",
+    "INDEX_KIND",
+    "VARIANT_KIND",
+    "baseline_request",
+    "index_key",
+    "variant_request",
+]
 
 # Bump when records or chunk results are computed or laid out differently.
 FORMAT = 1
 BASELINE_KIND = "fidelity_baseline"
 VARIANT_KIND = "fidelity_variant"
+INDEX_KIND = "fidelity_index"
+
+
+def index_key(baseline_job: str, benchmark: dict[str, Any]) -> str:
+    """The key of a run's index of the baseline's records (their keys, the vocabulary's
+    identity): what every other model's job needs of the baseline's, found in the ledger
+    by the baseline job's id and the benchmark's settings, which the models' jobs share.
+    A run's ledger is its own, so these name one baseline pass."""
+    payload = {"kind": INDEX_KIND, "format": FORMAT, "job": baseline_job, "benchmark": benchmark}
+    blob = json.dumps(payload, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
 
 def baseline_request(*, text_sha256: str, n_ctx: int, chunk: int, k: int, m: int) -> dict[str, Any]:
