@@ -5,7 +5,8 @@ baseline's backend with the request :func:`baseline_request`; a variant chunk's 
 is the variant's backend key with :func:`variant_request`, which holds the baseline
 record's key. Both model files' identities (and the llama.cpp build and device of
 each pass) are therefore in every variant key, and a record is never read for
-another text, window, context, k or m.
+another text, window, context, k or m. In a run, :func:`index_key` finds the index of
+the baseline's records, which the other models' jobs read.
 """
 
 from __future__ import annotations
