@@ -21,6 +21,11 @@ passes it, and the retry serves everything finished from the cache. The iterator
 up on the backend's class, never forwarded through a wrapper, so a wrapper that
 rewrites answers (the thinking parser) is never bypassed.
 
+A request that met a failure another attempt may not meet (``Retryable``: HTTP 429
+or 5xx, a lost connection) is tried again here, as the backend's ``retry`` policy says
+(:mod:`ggufbench.retries`), with only the requests not answered yet; backends never
+retry themselves.
+
 The ledger is reached through one interface (:class:`AnswerStore`): a local worker
 reads and writes the run's SQLite file itself; a worker on another machine (Ray)
 reaches it through the driver, which holds the file and commits for it.
@@ -33,8 +38,10 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from typing import Any, Protocol
 
+from ggufbench import retries
 from ggufbench.backends._base import Backend, GenRequest, GenResult, LoglikRequest, LoglikResult
 from ggufbench.cache_key import cache_key
 from ggufbench.ledger import JobRow, Ledger
@@ -149,6 +156,7 @@ class CachedBackend:
         self.owner = owner
         self.job_id = job_id
         self.timing = timing or Timing()
+        self.retry = retries.policy_of(backend)
         self.counts = Counts()
         self._commits = _Commits(ledger, owner, self._committed)
         self._lock = threading.Lock()  # progress is written from two threads
@@ -383,7 +391,7 @@ class _Progress:
         self._publish()
         start = time.monotonic()
         try:
-            for index, answer in self.kind.stream(payloads):
+            for index, answer in retries.each(self.kind.stream, payloads, self.cached.retry):
                 self._record(*self.ordered[index], answer)
         finally:
             self.cached.counts.compute_s += time.monotonic() - start
@@ -392,7 +400,8 @@ class _Progress:
         for chunk in self._split():
             self._publish(len(chunk))
             start = time.monotonic()
-            out = self.kind.batch([p for _, p in chunk])
+            compute = partial(self.kind.batch, [p for _, p in chunk])
+            out = retries.call(compute, self.cached.retry)
             self.cached.counts.compute_s += time.monotonic() - start
             for (key, payload), answer in zip(chunk, out, strict=True):
                 self._record(key, payload, answer)

@@ -27,6 +27,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass
 from typing import Any, cast
 
+from ggufbench import retries
 from ggufbench.backends._base import Backend, GenRequest, GenResult, NotSupported
 from ggufbench.cache_key import cache_key
 from ggufbench.cached import CachedBackend, Timing
@@ -321,8 +322,9 @@ class RequestRunner:
             pool.shutdown(wait=False, cancel_futures=True)
 
     def _compute(self, request: GenRequest) -> tuple[GenResult, float]:
+        """One answer, computed on a worker thread (retried as the cache wrapper would)."""
         start = time.monotonic()
-        (result,) = self.backend.generate([request])
+        (result,) = retries.call(lambda: self.backend.generate([request]), self.cached.retry)
         return result, time.monotonic() - start
 
     # -- bookkeeping --------------------------------------------------------------
