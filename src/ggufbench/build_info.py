@@ -150,10 +150,12 @@ def describe_device(n_gpu_layers: int) -> str:
 
 def attempt_place(model: dict[str, Any]) -> dict[str, Any]:
     """Where this process runs a job's model: host, pid, device, CUDA_VISIBLE_DEVICES."""
-    if model.get("runner") == "llama-cpp":
+    from ggufbench.plan import loads_here
+
+    if loads_here(model):  # in this process, or in a llama-server started for the job
         device = describe_device(int(model.get("n_gpu_layers", 0)))
     else:
-        device = f"server {model.get('base_url', '')}".strip()
+        device = f"server {model.get('base_url') or ''}".strip()
     return {
         "host": socket.gethostname(),
         "pid": os.getpid(),

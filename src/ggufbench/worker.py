@@ -24,18 +24,10 @@ import time
 import traceback
 from pathlib import Path
 
-from ggufbench.executors._base import ERROR_PREFIX, EXIT_NOT_OWNER, EXIT_USER_ERROR
-from ggufbench.jobrun import NodeFileError, attempt, check_files, run_job
+from ggufbench.executors._base import EXIT_NOT_OWNER
+from ggufbench.jobrun import attempt, run_job
 
-__all__ = [
-    "ERROR_PREFIX",
-    "EXIT_USER_ERROR",
-    "NodeFileError",
-    "attempt",
-    "check_files",
-    "main",
-    "run_job",
-]
+__all__ = ["main"]
 
 
 def _watch_parent(parent: int) -> None:

@@ -14,9 +14,9 @@ import sys
 import time
 from pathlib import Path
 
+from ggufbench.executors._base import ERROR_PREFIX, EXIT_USER_ERROR
 from ggufbench.ledger import Ledger
 from ggufbench.spare import STANDBY_FLAG
-from ggufbench.worker import ERROR_PREFIX, EXIT_USER_ERROR
 
 spare = sys.argv[1:] == [STANDBY_FLAG]
 if spare:  # the spare protocol of ggufbench.worker: the job arrives on stdin

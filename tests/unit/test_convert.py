@@ -40,7 +40,7 @@ def test_convert_prints_a_commented_suite_that_loads_back(tmp_path: Path) -> Non
     assert result.code == 0, result.stderr
     text = result.stdout
     assert text.startswith("# A ggufbench suite converted from old.json")
-    assert "#   - ollama_name is ignored (set for q8)" in text
+    assert "ollama_name: m:q8" in text and "ollama_name is ignored" not in text
     assert "#   - the top-level key 'colour' is ignored" in text
     assert "# gguf_models[1]\n- alias: q4" in text
     assert "# the elyza_limit of q8, q4\n- elyza_tasks_100:" in text

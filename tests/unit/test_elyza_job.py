@@ -232,7 +232,7 @@ def test_run_scores_final_answers_only_and_a_resume_recomputes_nothing(
         judges.append(judge_of({"東京です。": ["5"], "答えは4です。": ["**4**"]}))
         return judges[-1]
 
-    monkeypatch.setattr("ggufbench.worker.make_judge_backend", make_judge)
+    monkeypatch.setattr("ggufbench.backends.make_judge_backend", make_judge)
     model, raw = thinker()
     raw.close = lambda: events.append("model closed")  # type: ignore[method-assign]
     ctx = context(tmp_path, ledger, model)

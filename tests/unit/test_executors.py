@@ -12,12 +12,12 @@ from ggufbench.errors import ConfigError
 from ggufbench.executors import EXIT_NODE_FILE, ending_of, make_executor, ray_missing
 from ggufbench.executors._relay import LedgerService, job_files
 from ggufbench.gguf_file import sha256_of
+from ggufbench.jobrun import NodeFileError, check_files
 from ggufbench.ledger import JobRow, Ledger
 from ggufbench.preflight import check
 from ggufbench.resources import Machine
 from ggufbench.status import Rates
 from ggufbench.testmodels import smollm2_path
-from ggufbench.worker import NodeFileError, check_files
 
 PLACE = {"host": "n1", "pid": 7, "device": "cpu", "cuda_visible_devices": None}
 
