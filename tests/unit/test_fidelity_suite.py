@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 import pytest
 
 from ggufbench import fidelity
+from ggufbench.backends import BackendInfo
 from ggufbench.benchmarks._job import JobContext
-from ggufbench.benchmarks.fidelity_job import _baseline_index, _commit_index
+from ggufbench.benchmarks.fidelity_job import _baseline_index, _Chunks, _commit_index
+from ggufbench.cached import Timing
 from ggufbench.config import FidelityBenchmark, apply_overrides, load_suite, parse_suite
 from ggufbench.errors import ConfigError, GgufbenchError
 from ggufbench.fidelity._rows import baseline_rows, variant_rows
-from ggufbench.ledger import Ledger
+from ggufbench.ledger import JobRow, Ledger
 from ggufbench.plan import FIDELITY, fidelity_skipped, plan, waits_for
 from ggufbench.preflight import check
 from ggufbench.testmodels import smollm2_path
@@ -183,3 +186,32 @@ def test_the_baselines_own_ppl_is_the_ppl_base_of_every_variant():
     assert (own["n_tokens"], own["n_chunks"]) == (96, 3)
     with pytest.raises(ValueError, match="twice"):
         fidelity.baseline_figures(records + records[:1])
+
+
+def chunks_of(ledger: Ledger, owner: str, timing: Timing) -> _Chunks:
+    """A job's chunks over the real ledger; the backend and cache wrapper are fakes that hold
+    only what the chunks read of them (their identity and settings, the timing)."""
+    ledger.add_jobs([JobRow("q4/fidelity", "q4", FIDELITY, FIDELITY, {})])
+    ctx = job_context(ledger, owner, "q4")
+    ctx.cached = SimpleNamespace(timing=timing)  # type: ignore[assignment]
+    fake_backend = SimpleNamespace(info=BackendInfo("llama-cpp", "q4-sha256", {}), n_ctx=256)
+    return _Chunks(ctx, fake_backend, fidelity.VARIANT_KIND, 2)  # type: ignore[arg-type]
+
+
+def test_chunks_are_committed_at_once_and_served_from_the_ledger(tmp_path):
+    ledger = Ledger(tmp_path / "ledger.sqlite", create=True)
+    owner = ledger.claim()
+    chunks = chunks_of(ledger, owner, Timing())
+    assert chunks._deadline() is None  # the first chunk: its speed is not known yet
+    key, data = chunks.answer({"chunk": 0}, lambda: b"\x00stats\xff")
+    assert data == b"\x00stats\xff" and ledger.cache_count() == 1
+    assert (ledger.job("q4/fidelity").done, ledger.job("q4/fidelity").total) == (1, 2)
+    assert chunks._deadline() is not None  # now timed
+    again = chunks.answer({"chunk": 0}, lambda: pytest.fail("computed twice"))
+    assert again == (key, data)
+    assert chunks.work(0.0)["requests"] == {"total": 2, "computed": 1, "from_cache": 1}
+    other = Ledger(tmp_path / "other.sqlite", create=True)
+    fixed = chunks_of(other, other.claim(), Timing(fixed_s=30))
+    assert fixed._deadline() is not None  # request_timeout_s holds from the first chunk
+    other.close()
+    ledger.close()

@@ -93,7 +93,7 @@ class _Chunks:
             data = _decode(found)
             self.from_cache += 1
         else:
-            self._progress(ctx.cached.timing.deadline(self.kind, self.units, 1))
+            self._progress(self._deadline())
             start = time.monotonic()
             data = compute()
             seconds = time.monotonic() - start
@@ -105,6 +105,15 @@ class _Chunks:
         self.done += 1
         self._progress(None)
         return key, data
+
+    def _deadline(self) -> float | None:
+        """When the chunk being computed must be done: from the suite's request_timeout_s,
+        else from the measured speed; none for the first chunk, whose speed is not known
+        (a chunk of a large model can take minutes; job_timeout_s still holds)."""
+        timing = self.ctx.cached.timing
+        if timing.fixed_s is None and self.kind not in timing.rates:
+            return None
+        return timing.deadline(self.kind, self.units, 1)
 
     def _progress(self, deadline: float | None) -> None:
         self.ctx.ledger.progress(self.ctx.owner, self.ctx.job_id, self.done, self.total, deadline)
