@@ -144,7 +144,7 @@ def _text_path(bench: dict[str, Any]) -> Path:
 
 
 def _baseline(ctx: JobContext, backend: LlamaCppBackend) -> dict[str, Any]:
-    """Commit every chunk's record; the result holds their keys and the baseline's PPL."""
+    """Commit every chunk's record, then their index; the result has the baseline's PPL."""
     start = time.monotonic()
     rt, bench = backend.rt, ctx.spec["benchmark"]
     path = _text_path(bench)
