@@ -176,7 +176,3 @@ def waits_for(job: JobRow) -> list[str]:
     """The ids of the jobs that end before this one starts: a sharded job's shards, a
     fidelity variant's baseline job."""
     return list(job.spec.get("shards") or []) + list(job.spec.get("after") or [])
-
-
-# The scheduler's name for waits_for: sharded jobs were the first to wait for others.
-shards_of = waits_for

@@ -11,7 +11,8 @@ retries, the deadlines and the ledger are the same for every executor. A job is
 plain JSON in the ledger, and a worker needs only the job and a way to the
 ledger.
 
-A sharded job (:mod:`ggufbench.plan`) starts once its shards have ended.
+A job starts once the jobs it waits for (its shards, a fidelity variant's baseline
+job; :mod:`ggufbench.plan`) have ended.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from typing import Any
 
 from ggufbench.executors import Ending, Executor, Handle, Order
 from ggufbench.ledger import JobRow, Ledger
-from ggufbench.plan import is_shard, shards_of
+from ggufbench.plan import is_shard, waits_for
 from ggufbench.rundir import RunDir
 
 BACKOFF_BASE_S = 1.0
@@ -106,8 +107,8 @@ class Scheduler:
                 continue
             if self.not_before.get(job.id, 0) > now:
                 continue
-            if any(status.get(shard, "done") not in ENDED for shard in shards_of(job)):
-                continue  # a sharded job starts once its shards have ended
+            if any(status.get(other, "done") not in ENDED for other in waits_for(job)):
+                continue  # its shards, or a fidelity variant's baseline job, have not ended
             if not self._start(job):
                 return  # no room now; keep the plan's order
 

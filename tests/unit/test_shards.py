@@ -12,7 +12,7 @@ from ggufbench.benchmarks.lm_eval_shard import in_shard
 from ggufbench.config import validate_suite
 from ggufbench.executors import LocalExecutor
 from ggufbench.ledger import JobRow, Ledger
-from ggufbench.plan import is_shard, new_jobs, plan, shards_of
+from ggufbench.plan import is_shard, new_jobs, plan, waits_for
 from ggufbench.resources import Machine
 from ggufbench.rundir import RunDir
 from ggufbench.scheduler import Scheduler, Settings, outcome
@@ -40,7 +40,7 @@ def test_a_sharded_task_is_its_shards_then_itself():
     assert ids[:4] == ["a/t1#1-of-3", "a/t1#2-of-3", "a/t1#3-of-3", "a/t1"]
     assert ids[-1] == "a/elyza_tasks_100"  # only lm-eval tasks are sharded
     parent = jobs[3]
-    assert shards_of(parent) == ids[:3] and not is_shard(parent)
+    assert waits_for(parent) == ids[:3] and not is_shard(parent)
     assert [j.spec["shard"] for j in jobs[:3]] == [[0, 3], [1, 3], [2, 3]]
     assert all(j.spec["parent"] == "a/t1" and j.benchmark == "t1" for j in jobs[:3])
 
