@@ -417,6 +417,8 @@ def read_suite_file(path: Path) -> Any:
     """The data of a YAML or JSON file, or a ConfigError that says what is wrong with it."""
     if path.is_dir():
         raise ConfigError(f"suite file {path} is a folder; give the path of a .yaml suite file")
+    if path.exists() and not path.is_file():
+        raise ConfigError(f"suite file {path} is not a regular file; give a .yaml suite file")
     if not path.is_file():
         raise ConfigError(f"suite file {path} does not exist; give the path of a .yaml suite")
     try:

@@ -71,6 +71,11 @@ def test_missing_suite_file(tmp_path):
         load_suite(tmp_path / "nope.yaml")
 
 
+def test_a_device_as_suite_file_is_named_as_such():
+    with pytest.raises(ConfigError, match="/dev/null is not a regular file"):
+        load_suite(Path("/dev/null"))
+
+
 def test_unknown_field_is_rejected(tmp_path):
     text = SUITE.replace("baseline: true", "baseline: true\n    colour: red")
     with pytest.raises(ConfigError, match="colour"):
