@@ -19,7 +19,7 @@ from conftest import ggufbench
 from ggufbench.fidelity import VARIANT_KIND
 from ggufbench.testmodels import derived_path, gemma_path
 
-N_CTX, CHUNKS = 256, 2
+N_CTX, CHUNKS = 256, 4  # several chunks: one alone can be computed before a poll sees it
 SKIPPED = (
     "gemma is skipped: its tokenizer differs from the baseline base's, so their next-token "
     "distributions cannot be compared token by token"
