@@ -301,10 +301,10 @@ def _check_runner_fields(model: ModelSpec, runner: str) -> None:
         )
 
 
-def _first_error(exc: ValidationError) -> str:
+def _first_error(exc: ValidationError, whole: str = "the suite") -> str:
     errors = exc.errors()
     first = errors[0]
-    where = ".".join(str(p) for p in first["loc"]) or "the suite"
+    where = ".".join(str(p) for p in first["loc"]) or whole
     msg = str(first["msg"]).removeprefix("Value error, ")
     more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
     return f"{where}: {msg}{more}"
@@ -345,11 +345,20 @@ def validate_suite(data: dict[str, Any], source: str) -> Suite:
     """The checks every suite passes, from a file or after command-line overrides."""
     try:
         suite = Suite.model_validate(data)
-        specs = suite.benchmark_specs()
     except ValidationError as exc:
         raise ConfigError(f"{source}: {_first_error(exc)}") from None
+    specs = []
+    for n, item in enumerate(suite.benchmarks, 1):
+        ((kind, body),) = item.items()
+        if body is not None and not isinstance(body, dict):
+            raise ConfigError(f"{source}: benchmark {n} ({kind}) must be a mapping of settings")
+        try:
+            specs.append(BENCHMARK_KINDS[kind].model_validate(body or {}))
+        except ValidationError as exc:
+            what = f"benchmark {n} ({kind})"
+            raise ConfigError(f"{source}: {what}: {_first_error(exc, 'its settings')}") from None
     known = {m.alias for m in suite.models}
-    for _, spec in specs:
+    for spec in specs:
         for alias in spec.models or ():
             if alias not in known:
                 raise ConfigError(

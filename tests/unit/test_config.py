@@ -1,4 +1,5 @@
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -92,6 +93,23 @@ def test_duplicate_alias_and_two_baselines(tmp_path):
 def test_unknown_benchmark_kind(tmp_path):
     with pytest.raises(ConfigError, match="did you mean 'lm_eval'"):
         load_suite(write(tmp_path, SUITE.replace("- lm_eval:", "- lm_evl:")))
+
+
+@pytest.mark.parametrize(
+    ("body", "said"),
+    [
+        (
+            "{tasks: [hellaswag], limit: -1}",
+            "benchmark 2 (lm_eval): limit: Input should be greater",
+        ),
+        ("5", "benchmark 2 (lm_eval) must be a mapping of settings"),
+        ("{tasks: []}", "benchmark 2 (lm_eval): tasks: List should have at least 1 item"),
+    ],
+)
+def test_a_bad_benchmark_is_named_by_its_place_and_kind(tmp_path, body, said):
+    text = SUITE.replace("execution:", f"  - lm_eval: {body}\nexecution:", 1)
+    with pytest.raises(ConfigError, match=re.escape(said)):
+        load_suite(write(tmp_path, text))
 
 
 def test_legacy_json_shape(tmp_path):
