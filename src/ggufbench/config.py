@@ -347,23 +347,19 @@ def validate_suite(data: dict[str, Any], source: str) -> Suite:
         suite = Suite.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(f"{source}: {_first_error(exc)}") from None
-    specs = []
+    known = {m.alias for m in suite.models}
     for n, item in enumerate(suite.benchmarks, 1):
         ((kind, body),) = item.items()
+        what = f"{source}: benchmark {n} ({kind})"
         if body is not None and not isinstance(body, dict):
-            raise ConfigError(f"{source}: benchmark {n} ({kind}) must be a mapping of settings")
+            raise ConfigError(f"{what} must be a mapping of settings")
         try:
-            specs.append(BENCHMARK_KINDS[kind].model_validate(body or {}))
+            spec: Any = BENCHMARK_KINDS[kind].model_validate(body or {})
         except ValidationError as exc:
-            what = f"benchmark {n} ({kind})"
-            raise ConfigError(f"{source}: {what}: {_first_error(exc, 'its settings')}") from None
-    known = {m.alias for m in suite.models}
-    for spec in specs:
+            raise ConfigError(f"{what}: {_first_error(exc, 'its settings')}") from None
         for alias in spec.models or ():
             if alias not in known:
-                raise ConfigError(
-                    f"{source}: benchmark names model '{alias}', which is not in models"
-                )
+                raise ConfigError(f"{what} names model '{alias}', which is not in models")
     return suite
 
 

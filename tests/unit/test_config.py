@@ -104,6 +104,7 @@ def test_unknown_benchmark_kind(tmp_path):
         ),
         ("5", "benchmark 2 (lm_eval) must be a mapping of settings"),
         ("{tasks: []}", "benchmark 2 (lm_eval): tasks: List should have at least 1 item"),
+        ("{tasks: [x], models: [zz]}", "benchmark 2 (lm_eval) names model 'zz', which is not in"),
     ],
 )
 def test_a_bad_benchmark_is_named_by_its_place_and_kind(tmp_path, body, said):
