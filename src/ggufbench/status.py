@@ -34,6 +34,9 @@ def snapshot(
         last = attempts.get((job.id, job.attempts))
         if status == "running" and not live:
             status = "interrupted"  # its driver is gone, so is its worker
+        skipped = (job.result or {}).get("skipped") if status == "done" else None
+        if skipped:  # it ended at once, saying why (a fidelity variant of another vocabulary)
+            status = "skipped"
         jobs.append(
             {
                 "id": job.id,
@@ -48,7 +51,7 @@ def snapshot(
                 "host": last["host"] if last else None,
                 "device": last["device"] if last else None,
                 "rate": rates.get(job.id) if status == "running" else None,
-                "error": job.error,
+                "error": skipped or job.error,
             }
         )
     counts: dict[str, int] = {}

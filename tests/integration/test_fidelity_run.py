@@ -90,6 +90,9 @@ def check_reference(run_dir: Path) -> None:
     assert q4["details"]["baseline"] == "base" and "vs_baseline" not in q4
     assert base["metrics"]["ppl"] == q4["metrics"]["ppl_base"]  # the same numbers, exactly
     assert found["gemma"]["status"] == "skipped" and found["gemma"]["error"] == SKIPPED
+    state = json.loads(ggufbench("status", str(run_dir), "--json").stdout)
+    jobs = {job["id"]: (job["status"], job["error"]) for job in state["jobs"]}
+    assert jobs["gemma/fidelity"] == ("skipped", SKIPPED) and jobs["q4/fidelity"] == ("done", None)
     md = (run_dir / "report.md").read_text()
     assert "## Fidelity" in md and f"- {SKIPPED}" in md
     kld = q4["metrics"]["kld"]
