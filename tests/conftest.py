@@ -8,10 +8,16 @@ they start.
 The models that :mod:`ggufbench.testmodels` assembles or derives (gemma-3, quantized
 variants) are made once per session: every test's cache has a ``models`` link to
 the session's models folder, so only the first test that needs one pays for it.
+
+The ``datasets`` library's cache (where lm-eval prepares tasks read from files)
+is a temporary folder too, set before any test module imports the library.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,6 +27,12 @@ from ggufbench.gguf_file import cache_root
 
 ENV = "GGUFBENCH_CACHE"
 USER_CACHE = cache_root()  # read on import, before any fixture changes ENV
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    folder = tempfile.mkdtemp(prefix="ggufbench-test-datasets-")
+    os.environ["HF_DATASETS_CACHE"] = folder
+    config.add_cleanup(lambda: shutil.rmtree(folder, ignore_errors=True))
 
 
 @pytest.fixture(scope="session")

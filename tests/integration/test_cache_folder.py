@@ -49,3 +49,11 @@ def test_a_command_run_by_a_test_writes_only_the_test_cache(
     real = os.path.realpath(model)
     assert real in hashed_paths(ggufbench_cache)
     assert real not in hashed_paths(user_cache)
+
+
+def test_the_datasets_cache_is_a_temporary_folder_too() -> None:
+    import datasets.config
+
+    folder = Path(os.environ["HF_DATASETS_CACHE"])
+    assert Path(datasets.config.HF_DATASETS_CACHE) == folder and folder.is_dir()
+    assert not folder.is_relative_to(Path.home())
