@@ -104,6 +104,16 @@ def with_judge(model: int, judge: int) -> int:
     return max(model, judge)
 
 
+def fidelity_footprint(info: GgufInfo, n_ctx: int, n_batch: int) -> int:
+    """A fidelity job's memory: the model with one stream of ``n_ctx`` cells decoded in
+    micro-batches of ``n_batch``, llama.cpp's logits of a micro-batch's scored rows
+    (``min(n_batch, n_ctx / 2)`` rows of the vocabulary, float32), and the job's scratch
+    row and mask of the vocabulary (docs/fidelity.md, bounded disk and memory)."""
+    vocab = info.vocab_size or 0
+    rows = min(n_batch, n_ctx // 2)
+    return footprint(info, n_ctx, n_ubatch=n_batch).total + F32_BYTES * vocab * rows + 5 * vocab
+
+
 def _kv_cache_bytes(info: GgufInfo, cells: int, n_seq: int, n_ubatch: int, swa_full: bool) -> int:
     if not (info.n_layer and info.n_head_kv and info.head_dim_k and info.head_dim_v):
         return 0  # no attention metadata: a recurrent model, whose state is small

@@ -19,7 +19,7 @@ import sys
 import traceback
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 from ggufbench.errors import ModelFileError
 from ggufbench.executors._base import (
@@ -76,7 +76,7 @@ def run_job(
                 job.model,
                 job.benchmark,
                 job.spec,
-                cast("Ledger", ledger),  # any AnswerStore serves a job: it reads and commits
+                ledger,
                 owner,
                 cached,
                 extra={"threads": threads},

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from ggufbench.config import FidelityBenchmark, ModelSpec, Suite
 from ggufbench.errors import GgufbenchError
-from ggufbench.footprint import F32_BYTES, footprint, footprint_bytes, with_judge
+from ggufbench.footprint import fidelity_footprint, footprint_bytes, with_judge
 from ggufbench.plan import (
     FIDELITY,
     fidelity_skip,
@@ -344,16 +344,6 @@ def _info(path: str | None) -> GgufInfo | None:
         return validate(Path(path))
     except GgufbenchError:
         return None
-
-
-def fidelity_footprint(info: GgufInfo, n_ctx: int, n_batch: int) -> int:
-    """A fidelity job's memory: the model with one stream of ``n_ctx`` cells decoded in
-    micro-batches of ``n_batch``, llama.cpp's logits of a micro-batch's scored rows
-    (``min(n_batch, n_ctx / 2)`` rows of the vocabulary, float32), and the job's scratch
-    row and mask of the vocabulary (docs/fidelity.md, bounded disk and memory)."""
-    vocab = info.vocab_size or 0
-    rows = min(n_batch, n_ctx // 2)
-    return footprint(info, n_ctx, n_ubatch=n_batch).total + F32_BYTES * vocab * rows + 5 * vocab
 
 
 def _check_memory(suite: Suite, report: Report) -> None:

@@ -8,8 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ggufbench.cached import CachedBackend
-from ggufbench.ledger import Ledger
+from ggufbench.cached import AnswerStore, CachedBackend
 from ggufbench.rundir import results_file, samples_file
 
 
@@ -20,7 +19,7 @@ class JobContext:
     alias: str
     name: str  # the benchmark name: an lm-eval task, or elyza_tasks_100
     spec: dict[str, Any]  # the job spec from the plan
-    ledger: Ledger
+    ledger: AnswerStore  # the run's SQLite ledger, or on Ray the driver's relay
     owner: str
     cached: CachedBackend
     extra: dict[str, Any] = field(default_factory=dict)
