@@ -1,8 +1,10 @@
-"""Integration fixtures: the real SmolLM2 model and the real ggufbench command."""
+"""Integration fixtures: the real SmolLM2 model, the real llama-server program and the real
+ggufbench command."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -21,6 +23,23 @@ def smollm2() -> Path:
 @pytest.fixture(scope="session")
 def tasks_dir() -> Path:
     return demo_tasks_path()
+
+
+@pytest.fixture(scope="session")
+def server_bin(user_cache: Path) -> str:
+    """llama-server on PATH, ggufbench's shared build in the user's cache (read, never
+    written), else a build into this session's cache (minutes, once)."""
+    from ggufbench import llama_tools
+
+    found = shutil.which("llama-server")
+    if found:
+        return found
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("GGUFBENCH_CACHE", str(user_cache))
+        shared = llama_tools.tool_dir() / "bin" / "llama-server"
+    if shared.is_file():
+        return str(shared)
+    return str(llama_tools.tool_path("llama-server"))
 
 
 def ggufbench(

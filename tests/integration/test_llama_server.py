@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -30,26 +29,6 @@ from ggufbench.thinking import thinking_format
 
 THREADS = 2
 ENDLESS_A = 'root ::= "a" root'  # never complete, so the end token is never allowed
-
-
-@pytest.fixture(scope="session")
-def server_bin(user_cache: Path) -> str:
-    return llama_server_binary(user_cache)
-
-
-def llama_server_binary(user_cache: Path) -> str:
-    """llama-server on PATH, the shared build in the user's cache, or a new build."""
-    from ggufbench import llama_tools
-
-    found = shutil.which("llama-server")
-    if found:
-        return found
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("GGUFBENCH_CACHE", str(user_cache))
-        shared = llama_tools.tool_dir() / "bin" / "llama-server"
-    if shared.is_file():
-        return str(shared)
-    return str(llama_tools.tool_path("llama-server"))  # into the session's cache
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_llama_server import THREADS, llama_server_binary
+from test_llama_server import THREADS
 
 from ggufbench.backends._base import NotSupported
 from ggufbench.backends.llama_server import LlamaServerBackend
@@ -54,11 +54,6 @@ def run_job(
     finally:
         backend.close()
         ledger.close()
-
-
-@pytest.fixture(scope="session")
-def server_bin(user_cache: Path) -> str:
-    return llama_server_binary(user_cache)
 
 
 @pytest.fixture(scope="module")

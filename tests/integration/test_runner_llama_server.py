@@ -17,19 +17,11 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
-from test_llama_server import llama_server_binary
-
 from conftest import ggufbench, read_samples
 from ggufbench.benchmarks.elyza_data import demo_dataset_path
 from ggufbench.gguf_file import sha256_of
 
 ENV = {"HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1", "COLUMNS": "200"}
-
-
-@pytest.fixture(scope="session")
-def server_bin(user_cache: Path) -> str:
-    return llama_server_binary(user_cache)
 
 
 def served_suite(

@@ -13,17 +13,11 @@ from pathlib import Path
 
 import pytest
 from fake_ollama import FakeOllama, Reply
-from test_llama_server import llama_server_binary
 
 from conftest import ggufbench
 from ggufbench.gguf_file import sha256_of
 
 JOB = "demo_gsm8k_cot"
-
-
-@pytest.fixture(scope="session")
-def server_bin(user_cache: Path) -> str:
-    return llama_server_binary(user_cache)
 
 
 @pytest.fixture

@@ -9,15 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
-from test_llama_server import llama_server_binary
-
 from conftest import ggufbench
-
-
-@pytest.fixture(scope="session")
-def server_bin(user_cache: Path) -> str:
-    return llama_server_binary(user_cache)
 
 
 def unknown_architecture(smollm2: Path, to: Path) -> Path:

@@ -18,14 +18,8 @@ from pathlib import Path
 
 import psutil
 import pytest
-from test_llama_server import llama_server_binary
 
 ENV = {"HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1"}
-
-
-@pytest.fixture(scope="session")
-def server_bin(user_cache: Path) -> str:
-    return llama_server_binary(user_cache)
 
 
 def servers_of(model: Path) -> list[psutil.Process]:
