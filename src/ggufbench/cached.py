@@ -97,6 +97,7 @@ class Counts:
     computed: int = 0
     from_cache: int = 0
     gen_tokens: int = 0
+    input_tokens: int = 0  # read for the loglikelihood requests computed (not cached)
     compute_s: float = 0.0
 
 
@@ -169,22 +170,26 @@ class CachedBackend:
     def loglikelihood(self, requests: Sequence[LoglikRequest]) -> list[LoglikResult]:
         payloads = [{"context": r.context, "continuation": r.continuation} for r in requests]
         stream = _own_method(self.backend, "loglikelihood_iter")
+
+        def asked(ps: list[Payload]) -> list[LoglikRequest]:
+            return [LoglikRequest(**p) for p in ps]
+
         kind = _Kind(
             "loglikelihood",
             units=lambda p: len(p["context"]) + len(p["continuation"]),
             order=lambda p: (p["context"], p["continuation"]),
             group=lambda p: p["context"],
-            batch=lambda ps: [
-                asdict(r) for r in self.backend.loglikelihood([LoglikRequest(**p) for p in ps])
-            ],
+            batch=lambda ps: [asdict(self._read(r)) for r in self.backend.loglikelihood(asked(ps))],
             stream=None
             if stream is None
-            else lambda ps: ((i, asdict(r)) for i, r in stream([LoglikRequest(**p) for p in ps])),
+            else lambda ps: ((i, asdict(self._read(r))) for i, r in stream(asked(ps))),
             window=lambda n: min(n, LOGLIK_WINDOW),
         )
         return [LoglikResult(**a) for a in self._run(kind, payloads)]
 
     def loglikelihood_rolling(self, texts: Sequence[str]) -> list[float]:
+        # The engine's stream yields each text's LoglikResult (its input tokens counted);
+        # the cached answer stays the log-probability alone.
         stream = _own_method(self.backend, "loglikelihood_rolling_iter")
         kind = _Kind(
             "loglikelihood_rolling",
@@ -196,7 +201,9 @@ class CachedBackend:
             ],
             stream=None
             if stream is None
-            else lambda ps: ((i, {"logprob": x}) for i, x in stream([p["text"] for p in ps])),
+            else lambda ps: (
+                (i, {"logprob": self._read(r).logprob}) for i, r in stream([p["text"] for p in ps])
+            ),
             window=lambda n: min(n, 1),
         )
         answers = self._run(kind, [{"text": t} for t in texts])
@@ -231,6 +238,11 @@ class CachedBackend:
             window=window,
         )
         return [GenResult(**a) for a in self._run(kind, [asdict(r) for r in requests])]
+
+    def _read(self, result: LoglikResult) -> LoglikResult:
+        """Count the input tokens of a computed answer (cached ones never pass here)."""
+        self.counts.input_tokens += result.n_input_tokens
+        return result
 
     # -- the loop --------------------------------------------------------
     def _run(self, kind: _Kind, payloads: list[Payload]) -> list[Any]:

@@ -1,4 +1,5 @@
-"""The cache wrapper: streamed and chunked computing, commits, resume, wrappers (no model)."""
+"""The cache wrapper: streamed and chunked computing, commits, resume, wrappers, and the
+input tokens of computed answers (no model)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from ggufbench.backends._base import BackendInfo, GenRequest, GenResult, LoglikRequest, LoglikResult
+from ggufbench.cache_key import cache_key
 from ggufbench.cached import CachedBackend
 from ggufbench.ledger import JobRow, Ledger, NotOwner
 
@@ -194,3 +196,64 @@ def test_a_run_taken_over_while_computing_stops_the_call_at_its_next_answer(
     assert backend.answered == 2  # not the whole batch
     assert ledger.cache_count() == 0
     assert not committing()
+
+
+class FakeReader:
+    """A fake of the in-process engine's streaming methods that say what each answer read:
+    one token per character of its request."""
+
+    def __init__(self) -> None:
+        self.info = BackendInfo("fake", "model-a", {"v": 1})
+        self.scored: list[str] = []
+
+    def loglikelihood_iter(
+        self, requests: Sequence[LoglikRequest]
+    ) -> Iterator[tuple[int, LoglikResult]]:
+        for i, r in enumerate(requests):
+            self.scored.append(r.context + r.continuation)
+            n = len(r.context + r.continuation)
+            yield i, LoglikResult(-float(n), True, len(r.continuation), n)
+
+    def loglikelihood_rolling_iter(
+        self, texts: Sequence[str]
+    ) -> Iterator[tuple[int, LoglikResult]]:
+        for i, text in enumerate(texts):
+            self.scored.append(text)
+            yield i, LoglikResult(-float(len(text)), False, len(text), len(text) + 1)
+
+
+def test_only_computed_loglikelihood_answers_count(ledger: Ledger) -> None:
+    first = wrap(FakeReader(), ledger)
+    old = [LoglikRequest("ctx one", " a"), LoglikRequest("ctx two", " bb")]
+    first.loglikelihood(old)
+    assert first.counts.input_tokens == 9 + 10
+    reader = FakeReader()
+    second = wrap(reader, ledger)
+    got = second.loglikelihood([*old, LoglikRequest("ctx three", " c")])
+    assert reader.scored == ["ctx three c"]
+    assert second.counts.input_tokens == 11  # the two cached answers add nothing
+    assert (second.counts.from_cache, second.counts.computed) == (2, 1)
+    assert [r.n_input_tokens for r in got] == [9, 10, 11]
+
+
+def test_an_answer_cached_before_input_tokens_were_recorded_still_reads(ledger: Ledger) -> None:
+    reader = FakeReader()
+    request = LoglikRequest("ctx", " old")
+    payload = {"context": "ctx", "continuation": " old"}
+    key = cache_key(reader.info, "loglikelihood", payload)
+    older = {"logprob": -2.5, "is_greedy": True, "n_tokens": 1}  # no n_input_tokens
+    ledger.cache_put(ledger.claim(), [(key, "loglikelihood", "model-a", payload, older)])
+    cached = wrap(reader, ledger)
+    assert cached.loglikelihood([request]) == [LoglikResult(-2.5, True, 1, 0)]
+    assert reader.scored == [] and cached.counts.input_tokens == 0
+
+
+def test_rolling_counts_computed_texts_and_caches_the_logprob_alone(ledger: Ledger) -> None:
+    first = wrap(FakeReader(), ledger)
+    assert first.loglikelihood_rolling(["abc", "defgh"]) == [-3.0, -5.0]
+    assert first.counts.input_tokens == 4 + 6
+    key = cache_key(first.backend.info, "loglikelihood_rolling", {"text": "abc"})
+    assert ledger.cache_get([key]) == {key: {"logprob": -3.0}}
+    second = wrap(FakeReader(), ledger)
+    assert second.loglikelihood_rolling(["abc", "xy"]) == [-3.0, -2.0]
+    assert second.counts.input_tokens == 3

@@ -69,9 +69,15 @@ class LoglikRequest:
 
 @dataclass(frozen=True)
 class LoglikResult:
+    """A loglikelihood answer. ``n_tokens``: the continuation's tokens;
+    ``n_input_tokens``: the tokens the model read for it (context and continuation
+    after truncation), 0 where the backend does not say (and in answers cached before
+    it was recorded)."""
+
     logprob: float
     is_greedy: bool
     n_tokens: int = 0
+    n_input_tokens: int = 0
 
 
 @dataclass(frozen=True)

@@ -186,22 +186,25 @@ class LlamaCppBackend:
     ) -> Iterator[tuple[int, LoglikResult]]:
         """Score requests; yield (index, result) as each completes."""
         pairs = [self._truncate(*self._encode_pair(r.context, r.continuation)) for r in requests]
-        for index, (total, greedy, n) in self._score_pairs(pairs):
-            yield index, LoglikResult(total, greedy, n)
+        yield from self._score_pairs(pairs)
 
     def _score_pairs(
         self, pairs: Sequence[tuple[Tokens, Tokens]]
-    ) -> Iterator[tuple[int, tuple[float, bool, int]]]:
+    ) -> Iterator[tuple[int, LoglikResult]]:
+        """(index, result) of each (context, continuation) pair as it completes; the
+        result's input tokens are the pair's (an empty continuation reads nothing)."""
         distinct: dict[tuple[Tokens, Tokens], list[int]] = {}
         for index, pair in enumerate(pairs):
             if pair[1]:
                 distinct.setdefault(pair, []).append(index)
             else:
-                yield index, (0.0, True, 0)
+                yield index, LoglikResult(0.0, True)
         unique = list(distinct)
         for k, result in score(self.rt, unique, shape=self._shape):
+            ctx, cont = unique[k]
+            answer = LoglikResult(result.logprob, result.is_greedy, len(cont), len(ctx) + len(cont))
             for index in distinct[unique[k]]:
-                yield index, (result.logprob, result.is_greedy, len(unique[k][1]))
+                yield index, answer
 
     def score_tokens(
         self, context: Sequence[int], continuations: Sequence[Sequence[int]]
@@ -209,14 +212,18 @@ class LlamaCppBackend:
         """log P(continuation | context) for token sequences (the context decoded once)."""
         pairs = [self._truncate(context, cont) for cont in continuations]
         out = dict(self._score_pairs(pairs))
-        return [LoglikResult(*out[i]) for i in range(len(pairs))]
+        return [out[i] for i in range(len(pairs))]
 
     def loglikelihood(self, requests: Sequence[LoglikRequest]) -> list[LoglikResult]:
         out: dict[int, LoglikResult] = dict(self.loglikelihood_iter(requests))
         return [out[i] for i in range(len(requests))]
 
-    def loglikelihood_rolling_iter(self, texts: Sequence[str]) -> Iterator[tuple[int, float]]:
-        """Perplexity-style scores of whole texts in windows of n_ctx, like lm-eval."""
+    def loglikelihood_rolling_iter(
+        self, texts: Sequence[str]
+    ) -> Iterator[tuple[int, LoglikResult]]:
+        """Perplexity-style scores of whole texts in windows of n_ctx, like lm-eval: each
+        text's log-probability summed over its windows, and the tokens they read (the
+        text's, and each window's context: up to n_ctx + 1 a window)."""
         from lm_eval import utils
 
         pairs: list[tuple[Tokens, Tokens]] = []
@@ -239,19 +246,19 @@ class LlamaCppBackend:
             left[t] += 1
         for t, n in enumerate(left):
             if n == 0:
-                yield t, 0.0
-        parts: dict[int, dict[int, float]] = {t: {} for t in range(len(texts))}
-        for index, (logprob, _, _) in self._score_pairs(pairs):
+                yield t, LoglikResult(0.0, True)
+        parts: dict[int, dict[int, LoglikResult]] = {t: {} for t in range(len(texts))}
+        for index, result in self._score_pairs(pairs):
             t = owner[index]
-            parts[t][index] = logprob
+            parts[t][index] = result
             left[t] -= 1
             if left[t] == 0:
                 done = parts.pop(t)
-                yield t, sum(done[i] for i in sorted(done))
+                yield t, _summed([done[i] for i in sorted(done)])
 
     def loglikelihood_rolling(self, texts: Sequence[str]) -> list[float]:
         out = dict(self.loglikelihood_rolling_iter(texts))
-        return [out[i] for i in range(len(texts))]
+        return [out[i].logprob for i in range(len(texts))]
 
     # -- generation ---------------------------------------------------------------
     def apply_chat_template(
@@ -330,3 +337,13 @@ class LlamaCppBackend:
                 self.last_n_tokens = event.n_new
             else:
                 yield event
+
+
+def _summed(windows: Sequence[LoglikResult]) -> LoglikResult:
+    """A text's answer from its windows' (in order, so the sum is the same every time)."""
+    return LoglikResult(
+        sum(w.logprob for w in windows),
+        all(w.is_greedy for w in windows),
+        sum(w.n_tokens for w in windows),
+        sum(w.n_input_tokens for w in windows),
+    )

@@ -78,7 +78,8 @@ class _Chunks:
         self.ctx = ctx
         self.info = backend.info
         self.kind = kind
-        self.units = float(backend.n_ctx)  # tokens decoded per chunk
+        self.chunk_tokens = backend.n_ctx  # tokens decoded per chunk (the benchmark's n_ctx)
+        self.units = float(self.chunk_tokens)
         self.total = total
         self.done = self.computed = self.from_cache = 0
         self.compute_s = 0.0
@@ -119,10 +120,12 @@ class _Chunks:
         self.ctx.ledger.progress(self.ctx.owner, self.ctx.job_id, self.done, self.total, deadline)
 
     def work(self, start: float) -> dict[str, Any]:
-        """The result's time and request counts (a request is a chunk)."""
+        """The result's time and request counts (a request is a chunk), and the tokens
+        decoded for the chunks computed."""
         return {
             "wall_s": round(time.monotonic() - start, 3),
             "compute_s": round(self.compute_s, 3),
+            "input_tokens": self.computed * self.chunk_tokens,
             "requests": {
                 "total": self.total,
                 "computed": self.computed,

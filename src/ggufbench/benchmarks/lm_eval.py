@@ -166,7 +166,8 @@ def _shard(ctx: JobContext, lm: GgufbenchLM, manager: Any) -> dict[str, Any]:
 
 
 def _work(ctx: JobContext) -> dict[str, Any]:
-    """The requests a job answered (from the cache, or computed), and what computing took."""
+    """The requests a job answered (from the cache, or computed), and what computing took:
+    its seconds, the tokens generated and the tokens read for loglikelihood requests."""
     counts = ctx.cached.counts
     return {
         "requests": {
@@ -175,6 +176,7 @@ def _work(ctx: JobContext) -> dict[str, Any]:
             "from_cache": counts.from_cache,
         },
         "gen_tokens": counts.gen_tokens,
+        "input_tokens": counts.input_tokens,
         "compute_s": round(counts.compute_s, 3),
     }
 

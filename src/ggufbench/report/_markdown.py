@@ -203,11 +203,14 @@ def _judge_line(judge: dict[str, Any]) -> str:
 
 
 def _speed(models: dict[str, Any]) -> list[str]:
+    """Per job, over its computing time: requests, tokens read (loglikelihood and
+    fidelity jobs; runs before this was recorded show "–") and tokens generated."""
     lines = [
         "## Speed",
         "",
-        "| model | benchmark | wall s | requests | from cache | computed/s | gen tokens/s |",
-        "|---|---|---|---|---|---|---|",
+        "| model | benchmark | wall s | requests | from cache | computed/s "
+        "| input tokens/s | gen tokens/s |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for alias, m in models.items():
         for bench, e in m["benchmarks"].items():
@@ -216,12 +219,17 @@ def _speed(models: dict[str, Any]) -> list[str]:
             req = e.get("requests", {})
             compute = e.get("compute_s") or 0
             rps = f"{req.get('computed', 0) / compute:.2f}" if compute else "–"
-            tps = f"{e['gen_tokens'] / compute:.1f}" if e.get("gen_tokens") and compute else "–"
+            rates = [_per_s(e.get(k), compute) for k in ("input_tokens", "gen_tokens")]
             lines.append(
                 f"| {alias} | {bench} | {e.get('wall_s', 0):.1f} | {req.get('total', 0)} "
-                f"| {req.get('from_cache', 0)} | {rps} | {tps} |"
+                f"| {req.get('from_cache', 0)} | {rps} | {' | '.join(rates)} |"
             )
     return lines + [""]
+
+
+def _per_s(count: int | None, compute_s: float) -> str:
+    """``count`` per second of computing, or "–" where nothing was counted."""
+    return f"{count / compute_s:.1f}" if count and compute_s else "–"
 
 
 def _failures(models: dict[str, Any]) -> list[str]:

@@ -288,27 +288,43 @@ def _size_vs_score(summary: dict[str, Any], style: dict[str, int]) -> dict[str, 
     )
 
 
-def _speed(summary: dict[str, Any], style: dict[str, int]) -> dict[str, Any] | None:
-    """Generated tokens per second (generation jobs) and computed requests per second."""
-    gen: list[tuple[str, float, str]] = []
-    req: list[tuple[str, float, str]] = []
+SPEED_PANELS = (  # (x label, summary field): a job appears in each panel it has a count for
+    ("generated tokens/s", "gen_tokens"),
+    ("input tokens/s (context and continuation read)", "input_tokens"),
+)
+
+
+SpeedRow = tuple[str, float, str]  # "benchmark · alias", the rate, alias
+
+
+def _speed_panels(summary: dict[str, Any]) -> list[tuple[str, list[SpeedRow]]]:
+    """Per model and job, over the time spent computing: generated tokens per second,
+    input tokens per second, and requests per second for a job that counted neither (a
+    run from before input tokens were recorded); (x label, rows) of each panel drawn."""
+    panels: dict[str, list[SpeedRow]] = {}
     for alias, model in summary["models"].items():
         for bench, e in model["benchmarks"].items():
             compute = e.get("compute_s") or 0
             if e.get("status") != "done" or compute <= 0:
                 continue
-            if e.get("gen_tokens"):
-                gen.append((f"{bench} · {alias}", e["gen_tokens"] / compute, alias))
-            elif (e.get("requests") or {}).get("computed"):
-                req.append((f"{bench} · {alias}", e["requests"]["computed"] / compute, alias))
-    panels = [(t, rows) for t, rows in (("generated tokens/s", gen), ("requests/s", req)) if rows]
-    if not panels:
+            counts = [(label, e.get(field)) for label, field in SPEED_PANELS if e.get(field)]
+            if not counts and (e.get("requests") or {}).get("computed"):
+                counts = [("requests/s", e["requests"]["computed"])]
+            for label, count in counts:
+                panels.setdefault(label, []).append((f"{bench} · {alias}", count / compute, alias))
+    order = [label for label, _ in SPEED_PANELS] + ["requests/s"]
+    return [(label, sorted(panels[label])) for label in order if label in panels]
+
+
+def _speed(summary: dict[str, Any], style: dict[str, int]) -> dict[str, Any] | None:
+    """The speed panels (:func:`_speed_panels`), stacked."""
+    shown = _speed_panels(summary)
+    if not shown:
         return None
-    height = 0.8 + 0.28 * max(len(rows) for _, rows in panels)
-    fig = _figure(5.2 * len(panels), height)
-    axes = fig.subplots(1, len(panels), squeeze=False).ravel()
-    for ax, (label, rows) in zip(axes, panels, strict=True):
-        rows = sorted(rows)
+    heights = [0.7 + 0.28 * len(rows) for _, rows in shown]
+    fig = _figure(7.5, sum(heights))
+    axes = fig.subplots(len(shown), 1, squeeze=False, height_ratios=heights).ravel()
+    for ax, (label, rows) in zip(axes, shown, strict=True):
         colours = [COLOURS[style[a] % 8] for _, _, a in rows]
         ax.barh(range(len(rows)), [v for _, v, _ in rows], color=colours)
         ax.set_yticks(range(len(rows)), [name for name, _, _ in rows], fontsize=8)
@@ -316,12 +332,16 @@ def _speed(summary: dict[str, Any], style: dict[str, int]) -> dict[str, Any] | N
         ax.set_xlabel(label, fontsize=9)
         ax.grid(axis="x", alpha=0.3)
         for y, (_, v, _) in enumerate(rows):
-            ax.annotate(f"{v:.1f}", (v, y), xytext=(3, -3), textcoords="offset points", fontsize=8)
+            text = f"{v:.1f}" if v < 100 else f"{v:,.0f}"
+            ax.annotate(text, (v, y), xytext=(3, -3), textcoords="offset points", fontsize=8)
         ax.margins(x=0.15)
     return _png(
         fig,
         "Speed per model and job, over the time spent computing (cached answers excluded): "
-        "generated tokens per second for generation jobs, requests per second for the others.",
+        "generated tokens per second for generation jobs; input tokens per second for "
+        "likelihood and fidelity jobs (the tokens the model read: each request's context "
+        "and continuation, each text's windows, each chunk); requests per second for a job "
+        "that counted no tokens.",
         "speed per model and job",
     )
 

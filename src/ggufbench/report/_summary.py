@@ -12,6 +12,17 @@ from ggufbench.report._paired import add_vs_baseline
 from ggufbench.rundir import RunDir, results_file, write_json
 
 SCHEMA_VERSION = 1
+# A job result's optional fields that its summary entry carries when they are there.
+EXTRAS = (
+    "gen_tokens",
+    "input_tokens",
+    "compute_s",
+    "judge",
+    "distribution",
+    "failures",
+    "n_scored",
+    "details",
+)
 
 
 def current_status(run: RunDir) -> str:
@@ -60,8 +71,7 @@ def build_summary(
             ],
         }
         _mark_direction(entry["metrics"], run, job.model, job.benchmark)
-        extras = ("gen_tokens", "compute_s", "judge", "distribution", "failures", "n_scored")
-        for extra in (*extras, "details"):
+        for extra in EXTRAS:
             if extra in result:
                 entry[extra] = result[extra]
         models[job.model]["benchmarks"][job.benchmark] = entry
