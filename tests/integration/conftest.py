@@ -1,5 +1,6 @@
-"""Integration fixtures: the real SmolLM2 model, the real llama-server program and the real
-ggufbench command."""
+"""Integration fixtures: the real SmolLM2 model, the real llama-server program, the FAKE
+Ollama server (fake_ollama.py: no Ollama can be installed here) and the real ggufbench
+command."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from fake_ollama import fake_ollama  # noqa: F401  (a fixture: offered to every test here)
 
 from ggufbench.data import demo_tasks_path
 from ggufbench.testmodels import smollm2_path

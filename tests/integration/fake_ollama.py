@@ -20,6 +20,10 @@ from a thread. It implements what the runner uses, as Ollama documents it:
 Every request body is kept in ``requests``; ``sent`` counts the answer lines
 written before the client closed the stream. Tests that must run against a
 real Ollama use the ``ollama_url`` fixture, which takes ``OLLAMA_HOST`` when set.
+
+The ``fake_ollama`` fixture (offered to every integration test by conftest.py)
+is a fresh server for each test: no models, the default script; a test adds
+its models and sets ``script`` itself.
 """
 
 from __future__ import annotations
@@ -33,6 +37,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+import pytest
 
 VERSION = "0.12.0-fake"
 WORD = re.compile(r"\s*\S+|\s+")
@@ -106,6 +112,13 @@ class FakeOllama:
         while len(self.sent) < n and time.monotonic() < deadline:
             time.sleep(0.02)
         return self.sent
+
+
+@pytest.fixture
+def fake_ollama() -> Iterator[FakeOllama]:
+    """A fresh fake server for one test, stopped after it."""
+    with FakeOllama() as server:
+        yield server
 
 
 class _Handler(BaseHTTPRequestHandler):

@@ -6,7 +6,6 @@ Ollama name kept in run.json, and nothing is warned about."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,21 +16,16 @@ from conftest import ggufbench
 JOB = "demo_gsm8k_cot"
 
 
-@pytest.fixture
-def fake() -> Iterator[FakeOllama]:
-    with FakeOllama(script=lambda body: Reply(text=" The answer is 4.\n\nQ:")) as server:
-        server.add_model("pipeline:base")
-        yield server
-
-
 def test_a_legacy_file_with_ollama_names_runs(
     tmp_path: Path,
     smollm2: Path,
     tasks_dir: Path,
-    fake: FakeOllama,
+    fake_ollama: FakeOllama,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setenv("OLLAMA_HOST", fake.url.removeprefix("http://"))
+    fake_ollama.script = lambda body: Reply(text=" The answer is 4.\n\nQ:")
+    fake_ollama.add_model("pipeline:base")
+    monkeypatch.setenv("OLLAMA_HOST", fake_ollama.url.removeprefix("http://"))
     entry = {"tasks": [JOB], "limit": 2}
     legacy = {
         "gguf_models": [
@@ -54,8 +48,8 @@ def test_a_legacy_file_with_ollama_names_runs(
         assert summary["models"][alias]["benchmarks"][JOB]["status"] == "done", alias
     recorded = json.loads((run_dir / "run.json").read_text())["models"]
     assert recorded["base"]["runner"] == "ollama"
-    assert recorded["base"]["digest"] == fake.models["pipeline:base"].digest
+    assert recorded["base"]["digest"] == fake_ollama.models["pipeline:base"].digest
     assert recorded["local"]["runner"] == "llama-cpp"
     assert recorded["local"]["ollama_name"] == "pipeline:q4"
-    bodies = fake.bodies("/api/generate")
+    bodies = fake_ollama.bodies("/api/generate")
     assert len(bodies) == 2 and {b["model"] for b in bodies} == {"pipeline:base"}

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -35,17 +34,11 @@ fake_only = pytest.mark.skipif(REAL, reason="needs the fake server's script and 
 
 
 @pytest.fixture
-def fake() -> Iterator[FakeOllama]:
-    with FakeOllama() as server:
-        yield server
-
-
-@pytest.fixture
 def ollama_url(request: pytest.FixtureRequest) -> str:
     """A real Ollama at OLLAMA_HOST, else a fresh fake one."""
     if REAL:
         return default_base_url()
-    server: FakeOllama = request.getfixturevalue("fake")
+    server: FakeOllama = request.getfixturevalue("fake_ollama")
     return server.url
 
 
@@ -73,15 +66,17 @@ def test_a_gguf_is_imported_under_a_name_from_its_sha256_and_said_once(
 
 
 @fake_only
-def test_import_pushes_the_blob_then_creates_from_files(fake: FakeOllama, smollm2: Path) -> None:
+def test_import_pushes_the_blob_then_creates_from_files(
+    fake_ollama: FakeOllama, smollm2: Path
+) -> None:
     sha = sha256_of(smollm2)
-    client = NativeClient(fake.url)
+    client = NativeClient(fake_ollama.url)
     try:
         name = import_gguf(client, smollm2, say=lambda _: None)
     finally:
         client.close()
-    assert fake.blobs[sha] == smollm2.stat().st_size
-    (create,) = fake.bodies("/api/create")
+    assert fake_ollama.blobs[sha] == smollm2.stat().st_size
+    (create,) = fake_ollama.bodies("/api/create")
     assert create == {"model": name, "files": {smollm2.name: f"sha256:{sha}"}, "stream": False}
 
 
@@ -103,12 +98,12 @@ def test_generation_keeps_to_the_token_limit(ollama_url: str, imported: str) -> 
 
 
 @fake_only
-def test_lm_eval_prompts_go_raw_with_the_options(fake: FakeOllama) -> None:
-    fake.add_model("m1")
+def test_lm_eval_prompts_go_raw_with_the_options(fake_ollama: FakeOllama) -> None:
+    fake_ollama.add_model("m1")
     request = GenRequest(prompt="Q: 1+1?\nA:", max_tokens=7, stop=("\n\n",), seed=3)
-    with OllamaBackend("m1", base_url=fake.url, n_ctx=2048) as backend:
+    with OllamaBackend("m1", base_url=fake_ollama.url, n_ctx=2048) as backend:
         (result,) = backend.generate([request])
-    (body,) = fake.bodies("/api/generate")
+    (body,) = fake_ollama.bodies("/api/generate")
     assert body["raw"] is True and body["prompt"] == request.prompt and "think" not in body
     assert body["options"] == {
         "num_predict": 7, "temperature": 0.0, "top_p": 1.0, "top_k": 0, "min_p": 0.0,
@@ -118,26 +113,28 @@ def test_lm_eval_prompts_go_raw_with_the_options(fake: FakeOllama) -> None:
 
 
 @fake_only
-def test_chat_requests_go_to_api_chat(fake: FakeOllama) -> None:
-    fake.add_model("m1")
+def test_chat_requests_go_to_api_chat(fake_ollama: FakeOllama) -> None:
+    fake_ollama.add_model("m1")
     request = GenRequest(messages=(("user", "hi"),), max_tokens=3)
-    with OllamaBackend("m1", base_url=fake.url) as backend:
+    with OllamaBackend("m1", base_url=fake_ollama.url) as backend:
         (result,) = backend.generate([request])
-    (body,) = fake.bodies("/api/chat")
+    (body,) = fake_ollama.bodies("/api/chat")
     assert body["messages"] == [{"role": "user", "content": "hi"}] and "raw" not in body
     assert result.finish_reason == "length" and result.n_tokens == 3
 
 
 @fake_only
-def test_thinking_comes_back_between_tags_and_is_parsed_and_hashed(fake: FakeOllama) -> None:
-    fake.add_model("thinker", capabilities=("completion", "thinking"))
+def test_thinking_comes_back_between_tags_and_is_parsed_and_hashed(fake_ollama: FakeOllama) -> None:
+    fake_ollama.add_model("thinker", capabilities=("completion", "thinking"))
     thought = "Add one and one.\n\nStop here? No."
-    fake.script = lambda body: Reply(text="2\n\nQuestion: next?", thinking=thought, delay_s=0.01)
-    with OllamaBackend("thinker", base_url=fake.url) as raw:
+    fake_ollama.script = lambda body: Reply(
+        text="2\n\nQuestion: next?", thinking=thought, delay_s=0.01
+    )
+    with OllamaBackend("thinker", base_url=fake_ollama.url) as raw:
         backend = ThinkingBackend(raw, thinking_format("think"))
         request = GenRequest(prompt="Q: 1+1?", max_tokens=50, stop=("\n\n",))
         (result,) = backend.generate([request])
-    (body,) = fake.bodies("/api/generate")
+    (body,) = fake_ollama.bodies("/api/generate")
     assert body["think"] is True and "stop" not in body["options"]
     assert result.text == "2"  # the stop string in the thinking did not end it
     assert result.thinking is not None
@@ -146,26 +143,28 @@ def test_thinking_comes_back_between_tags_and_is_parsed_and_hashed(fake: FakeOll
 
 
 @fake_only
-def test_the_stream_is_closed_at_the_stop_string(fake: FakeOllama) -> None:
-    fake.add_model("thinker", capabilities=("completion", "thinking"))
+def test_the_stream_is_closed_at_the_stop_string(fake_ollama: FakeOllama) -> None:
+    fake_ollama.add_model("thinker", capabilities=("completion", "thinking"))
     long_tail = " filler" * 200
-    fake.script = lambda body: Reply(text="4\n\nQ:" + long_tail, thinking="2+2", delay_s=0.005)
-    with OllamaBackend("thinker", base_url=fake.url) as raw:
+    fake_ollama.script = lambda body: Reply(
+        text="4\n\nQ:" + long_tail, thinking="2+2", delay_s=0.005
+    )
+    with OllamaBackend("thinker", base_url=fake_ollama.url) as raw:
         backend = ThinkingBackend(raw, thinking_format("think"))
         (result,) = backend.generate([GenRequest(prompt="2+2?", max_tokens=500, stop=("\n\n",))])
     assert result.text == "4"
-    assert fake.streams_ended(1)[0] < 100  # of about 205 lines
+    assert fake_ollama.streams_ended(1)[0] < 100  # of about 205 lines
 
 
 @fake_only
-def test_a_model_that_cannot_think_gets_no_think_flag(fake: FakeOllama) -> None:
-    fake.add_model("plain")
-    fake.script = lambda body: Reply(text="ok", thinking="hmm")
-    with OllamaBackend("plain", base_url=fake.url) as raw:
+def test_a_model_that_cannot_think_gets_no_think_flag(fake_ollama: FakeOllama) -> None:
+    fake_ollama.add_model("plain")
+    fake_ollama.script = lambda body: Reply(text="ok", thinking="hmm")
+    with OllamaBackend("plain", base_url=fake_ollama.url) as raw:
         (result,) = ThinkingBackend(raw, thinking_format("think")).generate(
             [GenRequest(prompt="x", max_tokens=20)]
         )
-    assert "think" not in fake.bodies("/api/generate")[0]
+    assert "think" not in fake_ollama.bodies("/api/generate")[0]
     assert result.text == "ok"
     assert result.thinking is not None
     assert result.thinking["sha256"] == hashlib.sha256(b"hmm").hexdigest()
@@ -224,9 +223,9 @@ def test_openai_identity_holds_what_v1_models_reports(ollama_url: str, imported:
 
 
 @fake_only
-def test_a_model_removed_during_the_run_is_a_sentence(fake: FakeOllama) -> None:
-    fake.add_model("brief")
-    with OllamaBackend("brief", base_url=fake.url) as backend:
-        fake.models.clear()
+def test_a_model_removed_during_the_run_is_a_sentence(fake_ollama: FakeOllama) -> None:
+    fake_ollama.add_model("brief")
+    with OllamaBackend("brief", base_url=fake_ollama.url) as backend:
+        fake_ollama.models.clear()
         with pytest.raises(BackendError, match="answered HTTP 404; check base_url and that the"):
             backend.generate([GenRequest(prompt="x", max_tokens=2)])

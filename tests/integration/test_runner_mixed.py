@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,21 +19,16 @@ from ggufbench.gguf_file import sha256_of
 JOB = "demo_gsm8k_cot"
 
 
-@pytest.fixture
-def fake() -> Iterator[FakeOllama]:
-    with FakeOllama(script=lambda body: Reply(text=" 6 + 7 = 13. The answer is 13.\n\nQ:")) as s:
-        s.add_model("smollm2:135m")
-        yield s
-
-
 def test_a_suite_on_three_runners_runs_to_done_and_a_changed_ollama_model_stops_resume(
     tmp_path: Path,
     smollm2: Path,
     server_bin: str,
     tasks_dir: Path,
-    fake: FakeOllama,
+    fake_ollama: FakeOllama,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    fake_ollama.script = lambda body: Reply(text=" 6 + 7 = 13. The answer is 13.\n\nQ:")
+    fake_ollama.add_model("smollm2:135m")
     monkeypatch.setenv("PATH", f"{Path(server_bin).parent}{os.pathsep}{os.environ['PATH']}")
     suite = tmp_path / "suite.yaml"
     suite.write_text(
@@ -43,7 +37,7 @@ output_root: {tmp_path / "runs"}
 models:
   - {{alias: inproc, path: {smollm2}, baseline: true}}
   - {{alias: served, runner: llama_server, path: {smollm2}}}
-  - {{alias: kept, runner: ollama, ollama_name: "smollm2:135m", base_url: "{fake.url}"}}
+  - {{alias: kept, runner: ollama, ollama_name: "smollm2:135m", base_url: "{fake_ollama.url}"}}
 defaults: {{n_ctx: 1024, threads: 1}}
 benchmarks:
   - lm_eval: {{tasks: [{JOB}], limit: 2, include_path: {tasks_dir}}}
@@ -59,10 +53,10 @@ execution: {{retries: 0}}
     for alias in ("inproc", "served", "kept"):
         entry = summary["models"][alias]["benchmarks"][JOB]
         assert entry["status"] == "done" and entry["n_samples"] == 2, alias
-    bodies = fake.bodies("/api/generate")
+    bodies = fake_ollama.bodies("/api/generate")
     assert len(bodies) == 2 and all(b["model"] == "smollm2:135m" and b["raw"] for b in bodies)
 
-    digest = fake.models["smollm2:135m"].digest
+    digest = fake_ollama.models["smollm2:135m"].digest
     recorded = json.loads((run_dir / "run.json").read_text())["models"]
     assert recorded["kept"]["digest"] == digest and recorded["kept"]["runner"] == "ollama"
     assert recorded["served"]["sha256"] == recorded["inproc"]["sha256"] == sha256_of(smollm2)
@@ -72,14 +66,14 @@ execution: {{retries: 0}}
 
     with sqlite3.connect(run_dir / "ledger.sqlite") as db:  # as a crash would leave it
         db.execute("UPDATE jobs SET status='pending', result=NULL WHERE model='kept'")
-    fake.add_model("smollm2:135m", digest="0" * 64)  # pulled again: another model
+    fake_ollama.add_model("smollm2:135m", digest="0" * 64)  # pulled again: another model
     refused = ggufbench("resume", str(run_dir))
     assert refused.returncode == 2, refused.stdout + refused.stderr
     assert "the Ollama model 'smollm2:135m' at" in refused.stderr
     assert "has changed since this run started" in refused.stderr
-    assert "Traceback" not in refused.stderr and len(fake.bodies("/api/generate")) == 2
+    assert "Traceback" not in refused.stderr and len(fake_ollama.bodies("/api/generate")) == 2
 
-    fake.add_model("smollm2:135m", digest=digest)  # restored: the run goes on
+    fake_ollama.add_model("smollm2:135m", digest=digest)  # restored: the run goes on
     resumed = ggufbench("resume", str(run_dir))
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     summary = json.loads((run_dir / "summary.json").read_text())

@@ -4,7 +4,7 @@ Ollama server (fake_ollama.py), no llama-server started."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,46 +20,51 @@ from ggufbench.preflight import Report, check
 
 
 @pytest.fixture
-def fake() -> Iterator[FakeOllama]:
-    with FakeOllama() as server:
-        server.add_model("kept:q4")
-        yield server
+def preflight(tmp_path: Path, tasks_dir: Path) -> Callable[..., Report]:
+    """Preflight of a suite of these models, on the demo's gsm8k-style and hellaswag tasks."""
+
+    def check_models(*models: dict[str, Any]) -> Report:
+        benchmark = {"tasks": ["demo_gsm8k_cot", "demo_hellaswag"], "include_path": str(tasks_dir)}
+        data = {
+            "name": "pre",
+            "models": list(models),
+            "defaults": {"n_ctx": 1024},
+            "benchmarks": [{"lm_eval": benchmark}],
+        }
+        return check(parse_suite(data, tmp_path), datasets=False)
+
+    return check_models
 
 
-def preflight(tmp_path: Path, tasks_dir: Path, *models: dict[str, Any]) -> Report:
-    data = {
-        "name": "pre",
-        "models": list(models),
-        "defaults": {"n_ctx": 1024},
-        "benchmarks": [
-            {
-                "lm_eval": {
-                    "tasks": ["demo_gsm8k_cot", "demo_hellaswag"],
-                    "include_path": str(tasks_dir),
-                }
-            }
-        ],
+@pytest.fixture
+def inproc(smollm2: Path) -> dict[str, Any]:
+    """SmolLM2 on the in-process runner, as the suite names it."""
+    return {"alias": "inproc", "path": str(smollm2)}
+
+
+@pytest.fixture
+def kept(fake_ollama: FakeOllama) -> dict[str, Any]:
+    """A model the fake Ollama server has (kept:q4), as the suite names it."""
+    fake_ollama.add_model("kept:q4")
+    return {
+        "alias": "kept",
+        "runner": "ollama",
+        "ollama_name": "kept:q4",
+        "base_url": fake_ollama.url,
     }
-    return check(parse_suite(data, tmp_path), datasets=False)
 
 
 def test_memory_is_reserved_only_where_the_model_loads(
-    tmp_path: Path, smollm2: Path, tasks_dir: Path, fake: FakeOllama
+    preflight: Callable[..., Report],
+    smollm2: Path,
+    inproc: dict[str, Any],
+    kept: dict[str, Any],
+    fake_ollama: FakeOllama,
 ) -> None:
-    report = preflight(
-        tmp_path,
-        tasks_dir,
-        {"alias": "inproc", "path": str(smollm2)},
-        {
-            "alias": "managed",
-            "runner": "llama-server",
-            "path": str(smollm2),
-            "parallel": 3,
-            "server_bin": "/bin/true",
-        },  # fmt: skip
-        {"alias": "kept", "runner": "ollama", "ollama_name": "kept:q4", "base_url": fake.url},
-        {"alias": "remote", "runner": "openai", "base_url": "http://h:1/v1", "model": "m"},
-    )
+    served = {"alias": "managed", "runner": "llama-server", "path": str(smollm2)}
+    served |= {"parallel": 3, "server_bin": "/bin/true"}
+    remote = {"alias": "remote", "runner": "openai", "base_url": "http://h:1/v1", "model": "m"}
+    report = preflight(inproc, served, kept, remote)
     assert report.problems == []
     info = validate(smollm2)
     assert report.footprints == {
@@ -71,21 +76,16 @@ def test_memory_is_reserved_only_where_the_model_loads(
     assert managed["server"] == "/bin/true"
     assert report.models["kept"] == {
         "runner": "ollama",
-        "base_url": fake.url,
+        "base_url": fake_ollama.url,
         "ollama_name": "kept:q4",
-        "digest": fake.models["kept:q4"].digest,
+        "digest": fake_ollama.models["kept:q4"].digest,
     }
 
 
 def test_tasks_that_score_prompts_are_noted_for_runners_that_cannot(
-    tmp_path: Path, smollm2: Path, tasks_dir: Path, fake: FakeOllama
+    preflight: Callable[..., Report], inproc: dict[str, Any], kept: dict[str, Any]
 ) -> None:
-    report = preflight(
-        tmp_path,
-        tasks_dir,
-        {"alias": "inproc", "path": str(smollm2)},
-        {"alias": "kept", "runner": "ollama", "ollama_name": "kept:q4", "base_url": fake.url},
-    )
+    report = preflight(inproc, kept)
     assert report.problems == []
     assert report.notes == [
         "model 'kept' (runner ollama) cannot score the prompts of lm-eval task "
@@ -96,10 +96,10 @@ def test_tasks_that_score_prompts_are_noted_for_runners_that_cannot(
 
 
 def test_a_gguf_to_import_is_recorded_under_its_ollama_name(
-    tmp_path: Path, smollm2: Path, tasks_dir: Path, fake: FakeOllama
+    preflight: Callable[..., Report], smollm2: Path, fake_ollama: FakeOllama
 ) -> None:
-    model = {"alias": "imp", "runner": "ollama", "path": str(smollm2), "base_url": fake.url}
-    report = preflight(tmp_path, tasks_dir, model)
+    model = {"alias": "imp", "runner": "ollama", "path": str(smollm2), "base_url": fake_ollama.url}
+    report = preflight(model)
     record = report.models["imp"]
     assert record["ollama_name"] == imported_name(sha256_of(smollm2))
     assert record["digest"] is None  # its first job imports it
@@ -107,19 +107,17 @@ def test_a_gguf_to_import_is_recorded_under_its_ollama_name(
 
 
 def test_server_problems_are_one_sentence_each(
-    tmp_path: Path, smollm2: Path, tasks_dir: Path, fake: FakeOllama
+    preflight: Callable[..., Report], tmp_path: Path, smollm2: Path, fake_ollama: FakeOllama
 ) -> None:
     nobody = f"http://127.0.0.1:{free_port()}"
     broken = tmp_path / "broken-server"
     broken.write_text("#!/bin/sh\necho 'Illegal instruction' >&2\nexit 132\n")
     broken.chmod(0o755)
     report = preflight(
-        tmp_path,
-        tasks_dir,
         {"alias": "a", "runner": "llama-server", "path": str(smollm2), "server_bin": str(broken)},
         {"alias": "b", "runner": "llama-server", "path": str(smollm2), "server_bin": "/no/srv"},
         {"alias": "c", "runner": "llama-server", "base_url": nobody},
-        {"alias": "d", "runner": "ollama", "ollama_name": "missing", "base_url": fake.url},
+        {"alias": "d", "runner": "ollama", "ollama_name": "missing", "base_url": fake_ollama.url},
         {"alias": "e", "runner": "ollama", "ollama_name": "kept:q4", "base_url": nobody},
     )
     assert report.problems == [
@@ -130,7 +128,7 @@ def test_server_problems_are_one_sentence_each(
         "ggufbench's own build",
         f"model 'c': cannot connect to {nobody}/health (ConnectError); start the server or "
         "correct base_url",
-        f"model 'd': the Ollama server at {fake.url} has no model 'missing'; pull it "
+        f"model 'd': the Ollama server at {fake_ollama.url} has no model 'missing'; pull it "
         "('ollama pull missing'), correct ollama_name, or give path to import a GGUF file",
         f"model 'e': cannot connect to {nobody}/api/tags (ConnectError); start the server or "
         "correct base_url",
