@@ -89,12 +89,16 @@ def check_reference(run_dir: Path) -> None:
     assert set(q4["details"]["kld_percentiles"]) >= {"max", "median", "min", "99.0"}
     assert q4["details"]["baseline"] == "base" and "vs_baseline" not in q4
     assert base["metrics"]["ppl"] == q4["metrics"]["ppl_base"]  # the same numbers, exactly
+    assert q4["input_tokens"] == base["input_tokens"] == CHUNKS * N_CTX  # each pass's chunks
     assert found["gemma"]["status"] == "skipped" and found["gemma"]["error"] == SKIPPED
     state = json.loads(ggufbench("status", str(run_dir), "--json").stdout)
     jobs = {job["id"]: (job["status"], job["error"]) for job in state["jobs"]}
     assert jobs["gemma/fidelity"] == ("skipped", SKIPPED) and jobs["q4/fidelity"] == ("done", None)
     md = (run_dir / "report.md").read_text()
     assert "## Fidelity" in md and f"- {SKIPPED}" in md
+    compute_s = q4["compute_s"]  # chunks, then input tokens, per second; none generated
+    speed = f"| {CHUNKS / compute_s:.2f} | {CHUNKS * N_CTX / compute_s:.1f} | – |"
+    assert f"| q4 | fidelity | {q4['wall_s']:.1f} | {CHUNKS} | 0 {speed}" in md
     kld = q4["metrics"]["kld"]
     assert f"| q4 | {kld['value']:.6f} ± {kld['stderr']:.6f} |" in md
     html = (run_dir / "report.html").read_text()
@@ -139,3 +143,4 @@ def test_fidelity_run_then_kill9_part_way_and_resume(tmp_path, models):
     q4 = now["q4"]
     assert q4["attempts"] == 2 and now["base"]["attempts"] == 1
     assert q4["requests"] == {"total": CHUNKS, "computed": CHUNKS - kept, "from_cache": kept}
+    assert q4["input_tokens"] == (CHUNKS - kept) * N_CTX  # the cached chunks add nothing
