@@ -53,7 +53,7 @@ def test_the_speed_plot_has_a_panel_per_kind_of_count() -> None:
     )
     assert panels == {
         "generated tokens/s": [("demo_gsm8k · m", 150.0, "m")],
-        "input tokens/s (context and continuation read)": [
+        "input tokens/s (tokens read)": [
             ("demo_hellaswag · m", 2500.0, "m"),
             ("fidelity · m", 512.0, "m"),
         ],

@@ -290,7 +290,7 @@ def _size_vs_score(summary: dict[str, Any], style: dict[str, int]) -> dict[str, 
 
 SPEED_PANELS = (  # (x label, summary field): a job appears in each panel it has a count for
     ("generated tokens/s", "gen_tokens"),
-    ("input tokens/s (context and continuation read)", "input_tokens"),
+    ("input tokens/s (tokens read)", "input_tokens"),
 )
 
 
