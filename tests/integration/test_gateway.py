@@ -16,9 +16,7 @@ import asyncio
 import base64
 import hashlib
 import hmac
-import io
 import json
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -29,14 +27,14 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
+from served_gateway import ServedApp, audit_rows, serve_app
 
+from ggufbench.backends._server_process import free_port
 from ggufbench.gateway import (
     WITHHELD_MESSAGE,
     ApiKeys,
     GatewaySettings,
     create_app,
-    export,
     key_file,
     verify,
 )
@@ -215,21 +213,17 @@ upstream = pytest.fixture(scope="module", name="upstream")(serve_upstream)
 class Gateway:
     url: str
     db: Path
-    server: uvicorn.Server
-    thread: threading.Thread = field(repr=False)
+    served: ServedApp = field(repr=False)
 
     def rows(self) -> list[dict[str, Any]]:
-        out = io.StringIO()
-        export(self.db, out)
-        return [json.loads(line) for line in out.getvalue().splitlines()]
+        return audit_rows(self.db)
 
     def db_bytes(self) -> bytes:
         files = [self.db.with_name(self.db.name + end) for end in ("", "-wal", "-shm")]
         return b"".join(p.read_bytes() for p in files if p.exists())
 
     def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=10)
+        self.served.stop()
 
 
 def start_gateway(tmp_path: Path, base_url: str, **overrides: Any) -> Gateway:
@@ -241,18 +235,8 @@ def start_gateway(tmp_path: Path, base_url: str, **overrides: Any) -> Gateway:
     }
     settings = GatewaySettings(**{**values, **overrides})
     app = create_app(settings, keys=ApiKeys([KEY]))
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    config = uvicorn.Config(app, log_config=None, lifespan="on", timeout_graceful_shutdown=2)
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert server.started, "the gateway did not start"
-    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-    return Gateway(url, settings.audit_db, server, thread)
+    served = serve_app(app, timeout_graceful_shutdown=2)
+    return Gateway(served.url, settings.audit_db, served)
 
 
 @pytest.fixture(scope="module")
@@ -516,11 +500,7 @@ def _failure_thinking(name: str) -> str:
 
 
 def test_unreachable_upstream_is_502(tmp_path: Path) -> None:
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    sock.close()
-    gw = start_gateway(tmp_path, f"http://127.0.0.1:{port}/v1")
+    gw = start_gateway(tmp_path, f"http://127.0.0.1:{free_port()}/v1")
     try:
         resp = httpx.post(f"{gw.url}/think", json={"user_id": "u", "query": "q"}, headers=AUTH)
         assert resp.status_code == 502 and resp.json()["error"]["code"] == "model_error"

@@ -21,12 +21,8 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import io
 import json
 import re
-import socket
-import threading
-import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,10 +30,10 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
+from served_gateway import audit_rows, serve_app
 
 from ggufbench.backends._base import GenRequest
-from ggufbench.gateway import ApiKeys, GatewaySettings, create_app, export, verify
+from ggufbench.gateway import ApiKeys, GatewaySettings, create_app, verify
 from ggufbench.gateway._commit import commitment, key_file
 from ggufbench.gateway._local import LocalModel
 from ggufbench.gateway._settings import WITHHELD_MESSAGE
@@ -166,25 +162,10 @@ def served(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
         model_path=Path("unused.gguf"), system_prompt="", audit_db=db, rate_limit_per_minute=0
     )
     app = create_app(settings, model=model, keys=ApiKeys([KEY]))
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_config=None, lifespan="on"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.02)
-    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-    yield Served(kind, max_tokens, url, db, text, parsed)
-    server.should_exit = True
-    thread.join(timeout=10)
+    app_server = serve_app(app)
+    yield Served(kind, max_tokens, app_server.url, db, text, parsed)
+    app_server.stop()
     backend.close()
-
-
-def rows(db: Path) -> list[dict[str, Any]]:
-    out = io.StringIO()
-    export(db, out)
-    return [json.loads(line) for line in out.getvalue().splitlines()]
 
 
 def assert_hidden(secrets: list[str], *places: str | bytes) -> None:
@@ -221,7 +202,7 @@ def audited(served: Served, extension: dict[str, Any]) -> dict[str, Any]:
     """The request's audit row: the plain hashes of the direct generation; the client
     got the row's keyed commitment to them and never the plain hash."""
     expected = served.parsed
-    (row,) = [r for r in rows(served.db) if r["request_id"] == extension["request_id"]]
+    (row,) = [r for r in audit_rows(served.db) if r["request_id"] == extension["request_id"]]
     assert row["thinking_sha256"] == expected.thinking_sha256
     assert [s["sha256"] for s in row["sections"]] == [s.sha256 for s in expected.sections]
     assert row["model"] == "test SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -270,7 +251,7 @@ def test_chat_stream_matches_direct_generation(
 
 
 def test_concurrent_requests_share_one_model(served: Served) -> None:
-    before = len(rows(served.db))
+    before = len(audit_rows(served.db))
 
     async def burst() -> list[httpx.Response]:
         async with httpx.AsyncClient(base_url=served.url, headers=AUTH, timeout=600) as client:
@@ -283,8 +264,8 @@ def test_concurrent_requests_share_one_model(served: Served) -> None:
     # greedy and one generation at a time: every answer and thinking is the same
     assert {r.json()["answer"] for r in responses} == {shown(served.parsed)}
     ids = {r.json()["request_id"] for r in responses}
-    assert {r["thinking_sha256"] for r in rows(served.db) if r["request_id"] in ids} == {
+    assert {r["thinking_sha256"] for r in audit_rows(served.db) if r["request_id"] in ids} == {
         served.parsed.thinking_sha256
     }
-    assert len(rows(served.db)) == before + 3
+    assert len(audit_rows(served.db)) == before + 3
     assert verify(served.db).rows == before + 3
