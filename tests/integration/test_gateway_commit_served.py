@@ -12,7 +12,6 @@ import hmac
 import json
 import os
 import signal
-import socket
 import stat
 import subprocess
 import sys
@@ -38,6 +37,7 @@ from test_gateway import (
     thinking_hashes,
 )
 
+from ggufbench.backends._server_process import free_port
 from ggufbench.gateway import key_file, verify
 
 COMMIT_KEY = bytes(range(100, 132))
@@ -133,24 +133,21 @@ def test_a_refusal_carries_its_commitment(tmp_path: Path, upstream: str) -> None
 # --- as a new user starts it -------------------------------------------------------
 
 
+CLI = (sys.executable, "-c", "from ggufbench.cli import main; main()")
+
+
 def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    command = [sys.executable, "-c", "from ggufbench.cli import main; main()", *args]
-    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=60)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, env=env, timeout=60)
 
 
 def test_serve_command_end_to_end(tmp_path: Path, upstream: str) -> None:
-    db, port = tmp_path / "served.sqlite", _free_port()
+    db, port = tmp_path / "served.sqlite", free_port()
     env = {**os.environ, "GW_TEST_KEY": KEY}
     args = ["serve", "--base-url", upstream, "--upstream-model", "scripted", "--port", str(port)]
     args += ["--api-key-env", "GW_TEST_KEY", "--audit-db", str(db)]
-    command = [sys.executable, "-c", "from ggufbench.cli import main; main()", *args]
-    proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [*CLI, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 30

@@ -12,7 +12,6 @@ a length the token limit cuts) or, where two answers are compared, its whole tex
 from __future__ import annotations
 
 import importlib.util
-import socket
 import subprocess
 import sys
 import time
@@ -23,6 +22,7 @@ import httpx
 import pytest
 
 from ggufbench.backends._base import GenRequest
+from ggufbench.backends._server_process import free_port
 from ggufbench.backends.openai_http import OpenAIBackend
 from ggufbench.benchmarks.elyza import ElyzaTask, judge_request, parse_score
 from ggufbench.errors import BackendError, BackendTimeout, GgufbenchError
@@ -30,12 +30,6 @@ from ggufbench.errors import BackendError, BackendTimeout, GgufbenchError
 SERVER_EXTRAS = ("sse_starlette", "starlette_context", "pydantic_settings")
 ALIAS = "smollm2"
 START_TIMEOUT_S = 120.0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def model_path() -> Path:
