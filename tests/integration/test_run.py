@@ -30,6 +30,10 @@ def test_whole_run(tmp_path, smollm2, tasks_dir):
     assert benches["demo_wikitext"]["metrics"]["word_perplexity"]["value"] > 1
     assert benches["demo_hellaswag"]["requests"]["total"] == 8  # 2 items x 4 endings
     assert benches["demo_hellaswag"]["requests"]["computed"] == 8
+    # tokens read by the likelihood jobs, none by the generation job (it counts gen_tokens)
+    assert benches["demo_hellaswag"]["input_tokens"] > 8  # more than a token a request
+    assert benches["demo_wikitext"]["input_tokens"] > 0
+    assert benches["demo_gsm8k_cot"]["input_tokens"] == 0 < benches["demo_gsm8k_cot"]["gen_tokens"]
     samples = read_samples(run_dir)
     gsm = [json.loads(line) for line in samples["samples/smol/demo_gsm8k_cot.jsonl"]]
     # one line per (document, filter): strict-match and flexible-extract
@@ -45,6 +49,7 @@ def test_whole_run(tmp_path, smollm2, tasks_dir):
     assert (run_dir / "suite.yaml").is_file() and (run_dir / "status.json").is_file()
     report = (run_dir / "report.md").read_text()
     assert "demo_hellaswag" in report and "smol" in report and "Q4_1" in report
+    assert "| input tokens/s | gen tokens/s |" in report
 
     status = ggufbench("status", str(run_dir), "--json")
     state = json.loads(status.stdout)
