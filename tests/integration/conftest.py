@@ -4,11 +4,13 @@ command."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fake_ollama import fake_ollama  # noqa: F401  (a fixture: offered to every test here)
@@ -80,6 +82,20 @@ def suite_text(
         f"  - lm_eval: {{tasks: [{', '.join(tasks)}], limit: {limit}, include_path: {tasks_dir}}}",
     ]
     return "\n".join(lines) + "\n" + extra
+
+
+def write_suite(folder: Path, text: str) -> Path:
+    """``folder/suite.yaml``: the suite ``text`` (YAML without output_root), whose runs go
+    under ``folder/runs``."""
+    suite = folder / "suite.yaml"
+    suite.write_text(f"output_root: {folder / 'runs'}\n{text}", encoding="utf-8")
+    return suite
+
+
+def summary_of(root: Path) -> tuple[Path, dict[str, Any]]:
+    """The one run under ``root`` and its summary.json."""
+    (run_dir,) = root.iterdir()
+    return run_dir, json.loads((run_dir / "summary.json").read_text())
 
 
 def read_samples(run_dir: Path) -> dict[str, list[str]]:

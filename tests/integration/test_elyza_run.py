@@ -6,7 +6,7 @@ import csv
 import json
 from pathlib import Path
 
-from conftest import ggufbench
+from conftest import ggufbench, summary_of, write_suite
 
 # Written for this test, in the ELYZA-tasks-100 schema; not from any published set.
 TASKS = [
@@ -29,10 +29,9 @@ def test_local_gguf_judge_scores_elyza_format_tasks(tmp_path: Path, smollm2: Pat
         writer = csv.DictWriter(handle, fieldnames=["input", "output", "eval_aspect"])
         writer.writeheader()
         writer.writerows(TASKS)
-    suite = tmp_path / "suite.yaml"
-    suite.write_text(
+    suite = write_suite(
+        tmp_path,
         f"""name: judged
-output_root: {tmp_path / "runs"}
 models:
   - alias: smol
     path: {smollm2}
@@ -43,12 +42,10 @@ benchmarks:
       max_tokens: 24
       judge: {{runner: llama-cpp, path: {smollm2}, n_ctx: 2048}}
 """,
-        encoding="utf-8",
     )
     done = ggufbench("run", str(suite), timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
-    (run_dir,) = (tmp_path / "runs").iterdir()
-    summary = json.loads((run_dir / "summary.json").read_text())
+    run_dir, summary = summary_of(tmp_path / "runs")
     entry = summary["models"]["smol"]["benchmarks"]["elyza_tasks_100"]
     assert entry["status"] == "done" and entry["n_samples"] == 2
     assert 1 <= entry["metrics"]["score"]["value"] <= 5
@@ -75,10 +72,9 @@ benchmarks:
 def test_check_names_elyza_problems_before_anything_starts(tmp_path: Path, smollm2: Path) -> None:
     from ggufbench.testmodels import gemma_path
 
-    suite = tmp_path / "suite.yaml"
-    suite.write_text(
+    suite = write_suite(
+        tmp_path,
         f"""name: bad
-output_root: {tmp_path / "runs"}
 models:
   - alias: no_template
     path: {gemma_path()}
@@ -87,7 +83,6 @@ benchmarks:
       dataset: {tmp_path / "nope.jsonl"}
       judge: {{runner: llama-cpp, path: {tmp_path / "judge.gguf"}}}
 """,
-        encoding="utf-8",
     )
     checked = ggufbench("check", str(suite), timeout=120)
     assert checked.returncode == 2, checked.stdout + checked.stderr

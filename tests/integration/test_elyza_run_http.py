@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 from scripted_openai import ScriptedOpenAI, serve
 
-from conftest import ggufbench
+from conftest import ggufbench, write_suite
 from ggufbench.backends._base import GenRequest
 from ggufbench.backends.openai_http import OpenAIBackend
 from ggufbench.thinking import StreamParser, thinking_format
@@ -101,11 +101,10 @@ def write_tasks(path: Path, inputs: list[str]) -> Path:
     return path
 
 
-def write_suite(tmp_path: Path, base_url: str, model: str, extra: str, judge: str) -> Path:
-    suite = tmp_path / "suite.yaml"
-    suite.write_text(
+def http_suite(tmp_path: Path, base_url: str, model: str, extra: str, judge: str) -> Path:
+    return write_suite(
+        tmp_path,
         f"""name: http
-output_root: {tmp_path / "runs"}
 models:
   - alias: {model}
     runner: openai
@@ -117,9 +116,7 @@ models:
       max_tokens: 256
       judge: {{runner: openai, base_url: "{base_url}", model: judge, {judge}}}
 """,
-        encoding="utf-8",
     )
-    return suite
 
 
 @pytest.fixture
@@ -147,7 +144,7 @@ def test_quad_thinking_model_is_scored_on_final_answers_only(
     tmp_path: Path, server: ScriptedOpenAI
 ) -> None:
     write_tasks(tmp_path / "tasks.jsonl", [t for t, _, _, _ in THINKING])
-    suite = write_suite(
+    suite = http_suite(
         tmp_path, server.base_url, "thinker", "    thinking: quad\n", "concurrency: 3"
     )
     done = ggufbench("run", str(suite), timeout=120)
@@ -237,7 +234,7 @@ def test_kill_during_judging_then_resume_judges_nothing_twice(
 ) -> None:
     inputs = [f"問{n}: {n}たす{n}は？" for n in range(1, 9)]
     write_tasks(tmp_path / "tasks.jsonl", inputs)
-    suite = write_suite(tmp_path, server.base_url, "plain", "", "concurrency: 1")
+    suite = http_suite(tmp_path, server.base_url, "plain", "", "concurrency: 1")
     server.delay_s["judge"] = 0.4
     env = dict(os.environ, COLUMNS="200", HF_DATASETS_OFFLINE="1", HF_HUB_OFFLINE="1")
     log = (tmp_path / "run.log").open("wb")

@@ -4,12 +4,11 @@ local executor's figures exactly."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 
-from conftest import ggufbench
+from conftest import ggufbench, summary_of
 from ggufbench.testmodels import derived_path
 
 pytest.importorskip("ray")
@@ -33,8 +32,7 @@ def run(tmp_path: Path, name: str, smollm2: Path, *options: str) -> dict:
     suite.write_text(SUITE.format(name=name, root=root, base=smollm2, q4=q4))
     done = ggufbench("run", str(suite), *options)
     assert done.returncode == 0, done.stdout + done.stderr
-    (run_dir,) = root.iterdir()
-    summary = json.loads((run_dir / "summary.json").read_text())
+    summary = summary_of(root)[1]
     return {a: m["benchmarks"]["fidelity"] for a, m in summary["models"].items()}
 
 

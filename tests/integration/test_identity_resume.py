@@ -5,7 +5,7 @@ import json
 import socket
 import sqlite3
 
-from conftest import ggufbench, suite_text
+from conftest import ggufbench, suite_text, summary_of
 from ggufbench.build_info import describe_device
 
 
@@ -15,9 +15,8 @@ def test_resume_on_the_same_machine_hits_the_cache(tmp_path, smollm2, tasks_dir)
     suite.write_text(suite_text([("smol", smollm2)], ["demo_hellaswag"], tasks_dir, root))
     first = ggufbench("run", str(suite))
     assert first.returncode == 0, first.stdout + first.stderr
-    (run_dir,) = root.iterdir()
+    run_dir, computed = summary_of(root)
     job = "smol/demo_hellaswag"
-    computed = json.loads((run_dir / "summary.json").read_text())
     requests = computed["models"]["smol"]["benchmarks"]["demo_hellaswag"]["requests"]
     assert requests["computed"] == requests["total"] > 0
 

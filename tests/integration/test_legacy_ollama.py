@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from fake_ollama import FakeOllama, Reply
 
-from conftest import ggufbench
+from conftest import ggufbench, summary_of
 
 JOB = "demo_gsm8k_cot"
 
@@ -42,8 +42,7 @@ def test_a_legacy_file_with_ollama_names_runs(
     done = ggufbench("run", str(path))
     assert done.returncode == 0, done.stdout + done.stderr
     assert "warning" not in done.stderr and "ollama_name" not in done.stderr
-    (run_dir,) = (tmp_path / "runs").iterdir()
-    summary = json.loads((run_dir / "summary.json").read_text())
+    run_dir, summary = summary_of(tmp_path / "runs")
     for alias in ("base", "local"):
         assert summary["models"][alias]["benchmarks"][JOB]["status"] == "done", alias
     recorded = json.loads((run_dir / "run.json").read_text())["models"]

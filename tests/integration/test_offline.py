@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from conftest import write_suite
 from ggufbench.benchmarks import run_benchmark
 from ggufbench.benchmarks._job import JobContext
 from ggufbench.benchmarks.lm_eval import hub_datasets, task_manager
@@ -81,11 +82,10 @@ def check(suite: Path, hub: CountingHub, tmp_path: Path, **env: str) -> Any:
     )
 
 
-def write_suite(tmp_path: Path, smollm2: Path, tasks_dir: Path) -> Path:
-    suite = tmp_path / "suite.yaml"
-    suite.write_text(
+def offline_suite(tmp_path: Path, smollm2: Path, tasks_dir: Path) -> Path:
+    return write_suite(
+        tmp_path,
         f"""name: offline
-output_root: {tmp_path / "runs"}
 models:
   - {{alias: m, path: {smollm2}}}
 benchmarks:
@@ -93,9 +93,7 @@ benchmarks:
   - lm_eval: {{tasks: [demo_hellaswag, demo_gsm8k_cot], include_path: {tasks_dir}, limit: 2}}
   - elyza_tasks_100: {{limit: 2, judge: {{path: {smollm2}}}}}
 """,
-        encoding="utf-8",
     )
-    return suite
 
 
 def problems(out: str) -> list[str]:
@@ -105,7 +103,7 @@ def problems(out: str) -> list[str]:
 def test_unreachable_hub_is_found_once_and_each_dataset_named(
     tmp_path: Path, smollm2: Path, tasks_dir: Path, hub: CountingHub
 ) -> None:
-    done = check(write_suite(tmp_path, smollm2, tasks_dir), hub, tmp_path)
+    done = check(offline_suite(tmp_path, smollm2, tasks_dir), hub, tmp_path)
 
     assert done.returncode == 2, done.stdout + done.stderr
     assert "Traceback" not in done.stdout + done.stderr
@@ -123,7 +121,7 @@ def test_unreachable_hub_is_found_once_and_each_dataset_named(
 def test_offline_mode_loads_from_the_cache_without_a_probe(
     tmp_path: Path, smollm2: Path, tasks_dir: Path, hub: CountingHub
 ) -> None:
-    suite = write_suite(tmp_path, smollm2, tasks_dir)
+    suite = offline_suite(tmp_path, smollm2, tasks_dir)
     done = check(suite, hub, tmp_path, HF_HUB_OFFLINE="1")
 
     assert done.returncode == 2

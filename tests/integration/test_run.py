@@ -2,7 +2,7 @@
 
 import json
 
-from conftest import ggufbench, read_samples, suite_text
+from conftest import ggufbench, read_samples, suite_text, summary_of
 
 
 def test_whole_run(tmp_path, smollm2, tasks_dir):
@@ -18,8 +18,7 @@ def test_whole_run(tmp_path, smollm2, tasks_dir):
     )
     done = ggufbench("run", str(suite))
     assert done.returncode == 0, done.stdout + done.stderr
-    (run_dir,) = (tmp_path / "runs").iterdir()
-    summary = json.loads((run_dir / "summary.json").read_text())
+    run_dir, summary = summary_of(tmp_path / "runs")
     assert summary["status"] == "done" and summary["baseline"] == "smol"
     model = summary["models"]["smol"]
     assert model["quant"] == "Q4_1" and len(model["sha256"]) == 64

@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from conftest import ggufbench, read_samples
+from conftest import ggufbench, read_samples, summary_of, write_suite
 from ggufbench.benchmarks.elyza_data import demo_dataset_path
 from ggufbench.gguf_file import sha256_of
 
@@ -29,7 +29,6 @@ def served_suite(
 ) -> Path:
     """A suite with one model on a managed llama-server."""
     text = f"""name: served
-output_root: {folder / "runs"}
 models:
   - alias: served
     runner: llama-server
@@ -46,14 +45,7 @@ benchmarks:
       max_tokens: 24
       judge: {{runner: llama-cpp, path: {model}, n_ctx: 1024}}
 """
-    path = folder / "suite.yaml"
-    path.write_text(text + "execution: {retries: 0}\n", encoding="utf-8")
-    return path
-
-
-def summary_of(root: Path) -> tuple[Path, dict]:
-    (run_dir,) = root.iterdir()
-    return run_dir, json.loads((run_dir / "summary.json").read_text())
+    return write_suite(folder, text + "execution: {retries: 0}\n")
 
 
 def test_gsm8k_and_elyza_on_a_managed_server_and_a_loglikelihood_task_refused(

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from fake_ollama import FakeOllama, Reply
 
-from conftest import ggufbench
+from conftest import ggufbench, summary_of, write_suite
 from ggufbench.gguf_file import sha256_of
 
 JOB = "demo_gsm8k_cot"
@@ -30,10 +30,9 @@ def test_a_suite_on_three_runners_runs_to_done_and_a_changed_ollama_model_stops_
     fake_ollama.script = lambda body: Reply(text=" 6 + 7 = 13. The answer is 13.\n\nQ:")
     fake_ollama.add_model("smollm2:135m")
     monkeypatch.setenv("PATH", f"{Path(server_bin).parent}{os.pathsep}{os.environ['PATH']}")
-    suite = tmp_path / "suite.yaml"
-    suite.write_text(
+    suite = write_suite(
+        tmp_path,
         f"""name: mixed
-output_root: {tmp_path / "runs"}
 models:
   - {{alias: inproc, path: {smollm2}, baseline: true}}
   - {{alias: served, runner: llama_server, path: {smollm2}}}
@@ -43,12 +42,10 @@ benchmarks:
   - lm_eval: {{tasks: [{JOB}], limit: 2, include_path: {tasks_dir}}}
 execution: {{retries: 0}}
 """,
-        encoding="utf-8",
     )
     done = ggufbench("run", str(suite))
     assert done.returncode == 0, done.stdout + done.stderr
-    (run_dir,) = (tmp_path / "runs").iterdir()
-    summary = json.loads((run_dir / "summary.json").read_text())
+    run_dir, summary = summary_of(tmp_path / "runs")
     assert summary["status"] == "done"
     for alias in ("inproc", "served", "kept"):
         entry = summary["models"][alias]["benchmarks"][JOB]

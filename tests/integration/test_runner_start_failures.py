@@ -6,10 +6,9 @@ reads it as a valid file)."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from conftest import ggufbench
+from conftest import ggufbench, summary_of, write_suite
 
 
 def unknown_architecture(smollm2: Path, to: Path) -> Path:
@@ -26,10 +25,9 @@ def test_servers_that_never_get_healthy_fail_their_jobs_only(
     tmp_path: Path, smollm2: Path, server_bin: str, tasks_dir: Path
 ) -> None:
     broken = unknown_architecture(smollm2, tmp_path / "unknown-arch.gguf")
-    suite = tmp_path / "suite.yaml"
-    suite.write_text(
+    suite = write_suite(
+        tmp_path,
         f"""name: failures
-output_root: {tmp_path / "runs"}
 models:
   - {{alias: fine, path: {smollm2}}}
   - {{alias: not_a_server, runner: llama-server, path: {smollm2}, server_bin: /bin/true}}
@@ -39,13 +37,11 @@ benchmarks:
   - lm_eval: {{tasks: [demo_gsm8k_cot], limit: 2, include_path: {tasks_dir}}}
 execution: {{retries: 0}}
 """,
-        encoding="utf-8",
     )
     done = ggufbench("run", str(suite))
     assert done.returncode == 1, done.stdout + done.stderr
     assert "Traceback" not in done.stdout
-    (run_dir,) = (tmp_path / "runs").iterdir()
-    models = json.loads((run_dir / "summary.json").read_text())["models"]
+    models = summary_of(tmp_path / "runs")[1]["models"]
     job = "demo_gsm8k_cot"
     assert models["fine"]["benchmarks"][job]["status"] == "done"
 

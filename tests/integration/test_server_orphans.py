@@ -19,6 +19,8 @@ from pathlib import Path
 import psutil
 import pytest
 
+from conftest import write_suite
+
 ENV = {"HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1"}
 
 
@@ -37,10 +39,9 @@ def running(tmp_path: Path, smollm2: Path, server_bin: str, tasks_dir: Path) -> 
     """A `ggufbench run` whose job has its llama-server up and answering."""
     model = tmp_path / "orphan-check.gguf"
     model.symlink_to(smollm2)
-    suite = tmp_path / "suite.yaml"
-    suite.write_text(
+    suite = write_suite(
+        tmp_path,
         f"""name: orphans
-output_root: {tmp_path / "runs"}
 models:
   - {{alias: served, runner: llama-server, path: {model}, server_bin: {server_bin}}}
 defaults: {{n_ctx: 512, threads: 1}}
@@ -48,7 +49,6 @@ benchmarks:
   - lm_eval: {{tasks: [demo_gsm8k_cot], limit: 3, include_path: {tasks_dir}}}
 execution: {{retries: 0}}
 """,
-        encoding="utf-8",
     )
     orchestrator = subprocess.Popen(
         [sys.executable, "-m", "ggufbench", "run", str(suite)],
