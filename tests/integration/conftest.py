@@ -10,7 +10,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import pytest
 from fake_ollama import fake_ollama  # noqa: F401  (a fixture: offered to every test here)
@@ -46,22 +46,39 @@ def server_bin(user_cache: Path) -> str:
     return str(llama_tools.tool_path("llama-server"))
 
 
+COMMAND = (sys.executable, "-m", "ggufbench")
+
+
+def command_env() -> dict[str, str]:
+    """This moment's environment (so the test's own GGUFBENCH_CACHE too), offline, with
+    lines 200 columns wide."""
+    return dict(os.environ, COLUMNS="200", HF_DATASETS_OFFLINE="1", HF_HUB_OFFLINE="1")
+
+
 def ggufbench(
     *args: str, cwd: Path | None = None, timeout: float = 600, **popen: object
 ) -> subprocess.CompletedProcess[str]:
-    """Run the real command line, as a user would.
-
-    It gets this moment's environment, so the test's own GGUFBENCH_CACHE too.
-    """
-    env = dict(os.environ, COLUMNS="200", HF_DATASETS_OFFLINE="1", HF_HUB_OFFLINE="1")
+    """Run the real command line, as a user would."""
     return subprocess.run(
-        [sys.executable, "-m", "ggufbench", *args],
+        [*COMMAND, *args],
         capture_output=True,
         text=True,
         cwd=cwd,
         timeout=timeout,
-        env=env,
+        env=command_env(),
         check=False,
+    )
+
+
+def start_ggufbench(*args: str, output: IO[bytes] | int = subprocess.DEVNULL) -> subprocess.Popen:
+    """Start the real command line in the background, as the leader of a process group of
+    its own; what it prints goes to ``output``."""
+    return subprocess.Popen(
+        [*COMMAND, *args],
+        stdout=output,
+        stderr=output,
+        env=command_env(),
+        start_new_session=True,
     )
 
 

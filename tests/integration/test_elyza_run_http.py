@@ -8,11 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import signal
 import sqlite3
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +18,7 @@ from typing import Any
 import pytest
 from scripted_openai import ScriptedOpenAI, serve
 
-from conftest import ggufbench, write_suite
+from conftest import ggufbench, start_ggufbench, write_suite
 from ggufbench.backends._base import GenRequest
 from ggufbench.backends.openai_http import OpenAIBackend
 from ggufbench.thinking import StreamParser, thinking_format
@@ -236,11 +233,8 @@ def test_kill_during_judging_then_resume_judges_nothing_twice(
     write_tasks(tmp_path / "tasks.jsonl", inputs)
     suite = http_suite(tmp_path, server.base_url, "plain", "", "concurrency: 1")
     server.delay_s["judge"] = 0.4
-    env = dict(os.environ, COLUMNS="200", HF_DATASETS_OFFLINE="1", HF_HUB_OFFLINE="1")
     log = (tmp_path / "run.log").open("wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "ggufbench", "run", str(suite)], stdout=log, stderr=log, env=env
-    )
+    proc = start_ggufbench("run", str(suite), output=log)
     try:
         deadline = time.monotonic() + 60
         while len(server.prompts("judge")) < 3:

@@ -12,16 +12,12 @@ import json
 import os
 import signal
 import sqlite3
-import subprocess
-import sys
 import time
 from pathlib import Path
 
-from conftest import ggufbench, read_samples, summary_of, write_suite
+from conftest import ggufbench, read_samples, start_ggufbench, summary_of, write_suite
 from ggufbench.benchmarks.elyza_data import demo_dataset_path
 from ggufbench.gguf_file import sha256_of
-
-ENV = {"HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1", "COLUMNS": "200"}
 
 
 def served_suite(
@@ -106,13 +102,7 @@ def test_kill_9_of_the_orchestrator_then_resume_gives_the_same_samples(
     expected = read_samples(summary_of(whole_dir / "runs")[0])
 
     cut = served_suite(cut_dir, smollm2, server_bin, tasks_dir, tasks="demo_gsm8k_cot", elyza=False)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "ggufbench", "run", str(cut)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env=dict(os.environ, **ENV),
-        start_new_session=True,
-    )
+    proc = start_ggufbench("run", str(cut))
     try:
         deadline = time.monotonic() + 300
         while committed(cut_dir / "runs") < 1:

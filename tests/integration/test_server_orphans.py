@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,9 +18,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from conftest import write_suite
-
-ENV = {"HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1"}
+from conftest import start_ggufbench, write_suite
 
 
 def servers_of(model: Path) -> list[psutil.Process]:
@@ -50,13 +47,7 @@ benchmarks:
 execution: {{retries: 0}}
 """,
     )
-    orchestrator = subprocess.Popen(
-        [sys.executable, "-m", "ggufbench", "run", str(suite)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env=dict(os.environ, **ENV),
-        start_new_session=True,  # the leader of a process group of its own
-    )
+    orchestrator = start_ggufbench("run", str(suite))  # the leader of a group of its own
     try:
         deadline = time.monotonic() + 240
         while not servers_of(model):
