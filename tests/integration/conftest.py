@@ -72,11 +72,11 @@ def ggufbench(
 
 def start_ggufbench(*args: str, output: IO[bytes] | int = subprocess.DEVNULL) -> subprocess.Popen:
     """Start the real command line in the background, as the leader of a process group of
-    its own; what it prints goes to ``output``."""
+    its own; what it prints (stdout and stderr, in order) goes to ``output``."""
     return subprocess.Popen(
         [*COMMAND, *args],
         stdout=output,
-        stderr=output,
+        stderr=subprocess.STDOUT,
         env=command_env(),
         start_new_session=True,
     )

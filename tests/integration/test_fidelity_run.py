@@ -9,13 +9,12 @@ import os
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from conftest import ggufbench
+from conftest import ggufbench, start_ggufbench
 from ggufbench.fidelity import VARIANT_KIND
 from ggufbench.testmodels import derived_path, gemma_path
 
@@ -118,14 +117,7 @@ def test_fidelity_run_then_kill9_part_way_and_resume(tmp_path, models):
 
     root = tmp_path / "runs"
     suite = write_suite(tmp_path / "suite.yaml", models, root)
-    env = dict(os.environ, HF_DATASETS_OFFLINE="1", HF_HUB_OFFLINE="1")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "ggufbench", "run", str(suite)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        env=env,
-        start_new_session=True,
-    )
+    proc = start_ggufbench("run", str(suite), output=subprocess.PIPE)
     wait_part_way_through(root, proc, "q4/fidelity")
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()

@@ -3,10 +3,8 @@
 import json
 import os
 import signal
-import subprocess
-import sys
 
-from test_resume import wait_for_partial
+from test_resume import start, wait_for_partial
 
 from conftest import suite_text
 
@@ -25,14 +23,7 @@ def test_a_dead_worker_fails_only_its_job(tmp_path, smollm2, tasks_dir):
             extra=extra,
         )
     )
-    env = dict(os.environ, HF_DATASETS_OFFLINE="1", HF_HUB_OFFLINE="1")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "ggufbench", "run", str(suite)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env=env,
-    )
+    proc = start(suite)
     (pid,) = wait_for_partial(root, proc)  # the first model's job: one job at a time
     os.kill(pid, signal.SIGKILL)
     out, _ = proc.communicate(timeout=600)

@@ -100,6 +100,16 @@ def running_on(root: Path, proc: subprocess.Popen[str]) -> str:
         db.close()
 
 
+def gsm8k_on_ray(
+    path: Path, smollm2: Path, tasks_dir: Path, cluster: Cluster
+) -> tuple[Path, subprocess.Popen[str], str]:
+    """Run demo_gsm8k_cot on the cluster until its job is part way through on a node: the
+    suite file, the running driver and the node."""
+    file = suite(path, {"smol": smollm2}, ["demo_gsm8k_cot"], tasks_dir, limit=LIMIT)
+    proc = start("run", str(file), *on_ray(cluster))
+    return file, proc, running_on(file.parent / f"{file.stem}-runs", proc)
+
+
 @pytest.fixture(scope="module")
 def gsm8k_reference(tmp_path_factory, smollm2, tasks_dir) -> Path:
     """demo_gsm8k_cot on the local executor: the samples every fault must end with."""
@@ -131,13 +141,8 @@ def test_a_sharded_suite_on_two_nodes_equals_the_local_run(tmp_path, cluster, sm
 def test_a_node_lost_mid_job_the_job_finishes_on_the_other(
     tmp_path, cluster, smollm2, tasks_dir, gsm8k_reference
 ):
-    file = suite(
-        tmp_path / "lose.yaml", {"smol": smollm2}, ["demo_gsm8k_cot"], tasks_dir, limit=LIMIT
-    )
-    root = file.parent / "lose-runs"
-    proc = start("run", str(file), *on_ray(cluster))
-    host = running_on(root, proc)
-    committed = cached_answers(root)
+    file, proc, host = gsm8k_on_ray(tmp_path / "lose.yaml", smollm2, tasks_dir, cluster)
+    committed = cached_answers(file.parent / "lose-runs")
     (lost,) = [n for n in cluster.worker_nodes if f"Ray node {n.node_id[:8]}" in host]
     cluster.remove_node(lost)
     try:
@@ -160,12 +165,7 @@ def test_a_node_lost_mid_job_the_job_finishes_on_the_other(
 def test_the_driver_killed_then_resumed_gives_identical_samples(
     tmp_path, cluster, smollm2, tasks_dir, gsm8k_reference
 ):
-    file = suite(
-        tmp_path / "kill.yaml", {"smol": smollm2}, ["demo_gsm8k_cot"], tasks_dir, limit=LIMIT
-    )
-    root = file.parent / "kill-runs"
-    proc = start("run", str(file), *on_ray(cluster))
-    host = running_on(root, proc)
+    file, proc, host = gsm8k_on_ray(tmp_path / "kill.yaml", smollm2, tasks_dir, cluster)
     live = json.loads(ggufbench("status", str(run_dir(file)), "--json").stdout)
     assert [j["host"] for j in live["jobs"] if j["status"] == "running"] == [host]
     assert "Ray node" in host
@@ -180,12 +180,7 @@ def test_the_driver_killed_then_resumed_gives_identical_samples(
 
 
 def test_sigterm_stops_the_tasks_and_exits_130(tmp_path, cluster, smollm2, tasks_dir):
-    file = suite(
-        tmp_path / "term.yaml", {"smol": smollm2}, ["demo_gsm8k_cot"], tasks_dir, limit=LIMIT
-    )
-    root = file.parent / "term-runs"
-    proc = start("run", str(file), *on_ray(cluster))
-    running_on(root, proc)
+    file, proc, _ = gsm8k_on_ray(tmp_path / "term.yaml", smollm2, tasks_dir, cluster)
     proc.send_signal(signal.SIGTERM)
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode == 130, out

@@ -5,24 +5,17 @@ import os
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 from pathlib import Path
 
-from conftest import ggufbench, read_samples, suite_text
+from conftest import ggufbench, read_samples, start_ggufbench, suite_text
 
 TASKS = ["demo_gsm8k_cot", "demo_hellaswag"]
 
 
 def start(suite: Path) -> subprocess.Popen:
-    env = dict(os.environ, HF_DATASETS_OFFLINE="1", HF_HUB_OFFLINE="1")
-    return subprocess.Popen(
-        [sys.executable, "-m", "ggufbench", "run", str(suite)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        env=env,
-        start_new_session=True,
-    )
+    """``ggufbench run SUITE`` in the background, what it prints kept in ``stdout``."""
+    return start_ggufbench("run", str(suite), output=subprocess.PIPE)
 
 
 def cached_answers(root: Path) -> int:

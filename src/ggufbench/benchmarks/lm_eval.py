@@ -26,10 +26,10 @@ def task_manager(include_path: str | None, names: list[str] | None = None) -> An
     from lm_eval.tasks import TaskManager
 
     if include_path and names:
-        local = TaskManager(include_path=include_path, include_defaults=False, verbosity="ERROR")
+        local = TaskManager(include_path=include_path, include_defaults=False)
         if all(name in local.all_tasks for name in names):
             return local
-    return TaskManager(include_path=include_path, verbosity="ERROR")
+    return TaskManager(include_path=include_path)
 
 
 def hub_datasets(manager: Any, name: str) -> list[str]:
