@@ -1,6 +1,7 @@
 """The executors' parts that need no cluster: the driver's ledger service, the model file
 check on a node, what a worker's ending means, and Ray asked for where it is missing."""
 
+import socket
 import sys
 
 import pytest
@@ -107,6 +108,17 @@ def test_ray_asked_for_where_it_is_not_installed_is_one_sentence(monkeypatch):
     machine = Machine(cores=2, total_ram=2**30, available_ram=2**30)
     with pytest.raises(ConfigError, match=r"Ray is not installed; install it with"):
         make_executor(Execution(executor="ray"), machine, None)
+
+
+def test_ray_client_asked_for_where_it_is_not_installed_is_one_sentence(monkeypatch):
+    on_ray = pytest.importorskip("ggufbench.executors._ray")
+    monkeypatch.setattr(on_ray, "_has_client", lambda: False)
+    with socket.create_server(("127.0.0.1", 0)) as listening:  # something answers there
+        address = f"ray://127.0.0.1:{listening.getsockname()[1]}"
+        with pytest.raises(ConfigError, match=r"needs Ray's client, which is not installed"):
+            on_ray.reachable(address)
+        plain = address.removeprefix("ray://")
+        assert on_ray.reachable(plain) == plain  # host:port needs no client
 
 
 @pytest.fixture

@@ -15,6 +15,12 @@ attempt with a sentence that names the node; the retry asks the driver's ledger
 for every answer already committed (:mod:`._relay`) and computes only the rest.
 A node that lacks the model file, or has a different one, is left out of that
 job's next attempts.
+
+A driver outside the cluster connects through Ray's client (``ray://host:10001``):
+the cluster's side of that connection runs on the node that serves it, and the
+relay is placed there. Should the connection be lost for good (Ray's client
+retries for 30 s), the run's tasks end with it and the driver stops with a
+sentence (:class:`ClusterLost`); the run resumes from its ledger.
 """
 
 from __future__ import annotations
@@ -23,6 +29,9 @@ import logging
 import os
 import socket
 import time
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,7 +39,7 @@ from typing import Any
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from ggufbench.errors import ConfigError
+from ggufbench.errors import ConfigError, GgufbenchError
 from ggufbench.executors._base import (
     EXIT_NODE_FILE,
     Ending,
@@ -43,7 +52,19 @@ from ggufbench.executors._relay import LedgerRelay, LedgerService, Placed
 from ggufbench.resources import MIN_THREADS_PER_JOB
 
 CONNECT_TIMEOUT_S = 5.0
+CLIENT_LOGS = "ray.util.client.logsclient"  # the cluster side's log lines, as Ray's client prints
+CLIENT_HINT = (
+    "; is that the port of Ray's client server? The head serves it where Ray's client is "
+    "installed: ray start --head --ray-client-server-port=10001"
+)
 FORWARDED_ENV = ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE")  # the driver's choice about the hub
+
+
+class ClusterLost(GgufbenchError):
+    """A driver outside the cluster lost its connection for good (Ray's client gave up
+    reconnecting), which ends its tasks: the run stops as an interrupted one, resumable."""
+
+    exit_code = 130
 
 
 @dataclass
@@ -64,6 +85,7 @@ class RayExecutor:
     relay: Any = None
     service: LedgerService | None = None
     attempt_task: Any = None  # run_attempt as a Ray remote function, one per driver
+    run_dir: Path | None = None
 
     def __post_init__(self) -> None:
         self.attempt_task = ray.remote(max_calls=1)(run_attempt)
@@ -74,11 +96,15 @@ class RayExecutor:
         no CPUs to run jobs on."""
         target = reachable(address)
         try:
-            ray.init(address=target, log_to_driver=False, logging_level=logging.WARNING)
+            if target.startswith("ray://"):
+                _client_init(target)
+            else:
+                ray.init(address=target, log_to_driver=False, logging_level=logging.WARNING)
         except Exception as exc:  # noqa: BLE001 - Ray raises many kinds; each becomes a sentence
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            hint = CLIENT_HINT if isinstance(exc, ConnectionError) else ""
             raise ConfigError(
-                f"could not connect to the Ray cluster at {address}: {first[:300]}"
+                f"could not connect to the Ray cluster at {address}: {first[:300]}{hint}"
             ) from None
         executor = cls(address, max_parallel)
         if not executor._nodes():
@@ -91,6 +117,9 @@ class RayExecutor:
 
     # -- the executor interface --------------------------------------------
     def attach(self, run_dir: Path, owner: str) -> None:
+        self.run_dir = run_dir
+        # Through Ray's client this is the node that serves the client (the head, usually):
+        # the driver reaches the relay there, and the workers reach it inside the cluster.
         here = ray.get_runtime_context().get_node_id()
         self.relay = (
             ray.remote(LedgerRelay)
@@ -117,6 +146,10 @@ class RayExecutor:
         return not isinstance(self.max_parallel, int) or self.running < self.max_parallel
 
     def start(self, order: Order, alone: bool) -> Handle:
+        with self._connection():
+            return self._start(order)
+
+    def _start(self, order: Order) -> Handle:
         self.running += 1
         handle = Handle(order, started=None)
         job = order.job
@@ -153,18 +186,23 @@ class RayExecutor:
         task: _Task = handle.private
         self._note_place(handle)
         if task.ending is None:
-            ready, _ = ray.wait([task.ref], timeout=0)
-            if not ready:
-                return None
-            task.ending = self._ending(handle, task.ref)
+            with self._connection():
+                if not ray.wait([task.ref], timeout=0)[0]:
+                    return None
+                task.ending = self._ending(handle, task.ref)
         self._release(task)
         return task.ending
 
     def kill(self, handle: Handle) -> None:
-        self._cancel(handle)
+        with self._connection():
+            self._cancel(handle)
         self._release(handle.private)
 
     def stop(self, handles: list[Handle], grace_s: float) -> None:
+        with self._connection():
+            self._stop(handles, grace_s)
+
+    def _stop(self, handles: list[Handle], grace_s: float) -> None:
         if self.service is not None:  # each worker stops at its next call to the ledger
             self.service.stop_attempts([(h.order.job.id, h.order.attempt) for h in handles])
         refs = [h.private.ref for h in handles if h.private.ref is not None]
@@ -183,6 +221,18 @@ class RayExecutor:
             self.service = None
         if ray.is_initialized():
             ray.shutdown()
+
+    @contextmanager
+    def _connection(self) -> Iterator[None]:
+        """Ray's calls; a ClusterLost once Ray's client has given up reconnecting."""
+        try:
+            yield
+        except ConnectionError:  # Ray's client's, once it gave up reconnecting
+            raise ClusterLost(
+                f"the connection to the Ray cluster at {self.address} was lost and Ray's client"
+                " could not reconnect, which ends the run's tasks; the answers committed are"
+                f" kept: go on with: ggufbench resume {self.run_dir}"
+            ) from None
 
     # -- endings -------------------------------------------------------------
     def _ending(self, handle: Handle, ref: Any) -> Ending:
@@ -262,7 +312,7 @@ def task_order(order: Order, threads: int) -> dict[str, Any]:
     }
 
 
-def reachable(address: str) -> str | None:
+def reachable(address: str) -> str:
     """The address to give ``ray.init``, once something answers there; a ConfigError if not."""
     if address == "auto":
         target = _auto_address()
@@ -288,6 +338,19 @@ def reachable(address: str) -> str | None:
             "pip install 'ray[client]', or run ggufbench on a node of the cluster"
         )
     return target
+
+
+def _client_init(target: str) -> None:
+    """Connect through Ray's client: this process stays outside the cluster, and the head runs
+    its Ray driver, whose own log lines the client would print here."""
+    logging.getLogger(CLIENT_LOGS).addFilter(_errors_only)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # it warns before it raises; the ConfigError says it
+        ray.init(address=target, log_to_driver=False, logging_level=logging.WARNING)
+
+
+def _errors_only(record: logging.LogRecord) -> bool:
+    return record.levelno >= logging.ERROR
 
 
 def _auto_address() -> str | None:

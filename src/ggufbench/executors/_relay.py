@@ -187,6 +187,8 @@ class LedgerService:
                     continue
                 if batch:
                     self.relay.answer.remote(self.serve(ledger, batch))
+        except ConnectionError:
+            pass  # Ray's client gave up reconnecting; the driver's next call to Ray says so
         finally:
             ledger.close()
 
