@@ -9,7 +9,9 @@ the CLI prints it without a traceback and exits with ``exit_code``::
      +-- TaskError            an lm-eval task or dataset cannot be loaded
      +-- LedgerError          the run directory or its ledger cannot be used
      +-- BackendError         a backend failed to answer (exit 1: the run went on)
-          +-- BackendTimeout  a request took longer than its timeout
+     |    +-- BackendTimeout  a request took longer than its timeout
+     +-- ClusterLost          a driver outside the Ray cluster lost its connection
+                              (exit 130: interrupted, resumable)
 
 A suite key that is read but has no effect is not an error: it is a
 ``SuiteWarning`` (a ``UserWarning``), which the CLI prints on stderr.
@@ -48,6 +50,13 @@ class BackendError(GgufbenchError):
 
 class BackendTimeout(BackendError):
     """A backend request took longer than its timeout."""
+
+
+class ClusterLost(GgufbenchError):
+    """A driver outside the cluster lost its connection for good (Ray's client gave up
+    reconnecting), which ends its tasks: the run stops as an interrupted one, resumable."""
+
+    exit_code = 130
 
 
 class SuiteWarning(UserWarning):

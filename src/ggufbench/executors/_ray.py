@@ -39,7 +39,7 @@ from typing import Any
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from ggufbench.errors import ConfigError, GgufbenchError
+from ggufbench.errors import ClusterLost, ConfigError
 from ggufbench.executors._base import (
     EXIT_NODE_FILE,
     Ending,
@@ -58,13 +58,6 @@ CLIENT_HINT = (
     "installed: ray start --head --ray-client-server-port=10001"
 )
 FORWARDED_ENV = ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE")  # the driver's choice about the hub
-
-
-class ClusterLost(GgufbenchError):
-    """A driver outside the cluster lost its connection for good (Ray's client gave up
-    reconnecting), which ends its tasks: the run stops as an interrupted one, resumable."""
-
-    exit_code = 130
 
 
 @dataclass
