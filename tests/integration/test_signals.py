@@ -16,13 +16,14 @@ def test_sigterm_exits_130_and_lock_refuses_a_second_driver(tmp_path, smollm2, t
     suite.write_text(
         suite_text(
             [("smol", smollm2)],
-            ["demo_gsm8k_cot", "demo_hellaswag"],
+            ["demo_gsm8k_cot", "demo_hellaswag", "demo_mmlu"],
             tasks_dir,
             root,
             limit=12,
             extra=hook,
         )
-    )  # enough work that the run is still going after the first answer and two commands
+    )  # enough work that the run is still going after the first answer and two commands,
+    # on any CPU: the rest of the first job and two more are left then
     proc = start(suite)
     wait_for_answers(root, proc, 1)
     (run_dir,) = root.iterdir()
