@@ -121,6 +121,28 @@ def test_ray_client_asked_for_where_it_is_not_installed_is_one_sentence(monkeypa
         assert on_ray.reachable(plain) == plain  # host:port needs no client
 
 
+def test_a_client_connection_the_head_could_not_serve_is_made_again(monkeypatch):
+    """The head's server for a connection can fail to start; a fresh connection gets another.
+    Ray itself is replaced by a recording stand-in: no head can be made to fail on purpose."""
+    on_ray = pytest.importorskip("ggufbench.executors._ray")
+    calls: list[str] = []
+
+    def init(address: str, **_: object) -> None:
+        calls.append(address)
+        if len(calls) <= failures:
+            raise ConnectionAbortedError("Initialization failure from server:\nTraceback ...")
+
+    monkeypatch.setattr(on_ray.ray, "init", init)
+    failures = 1
+    on_ray._client_init("ray://127.0.0.1:10001")
+    assert calls == ["ray://127.0.0.1:10001"] * 2
+    calls.clear()
+    failures = 1 + on_ray.CLIENT_INIT_RETRIES  # every connection fails: Ray's error, as it was
+    with pytest.raises(ConnectionAbortedError, match="Initialization failure from server"):
+        on_ray._client_init("ray://127.0.0.1:10001")
+    assert len(calls) == 1 + on_ray.CLIENT_INIT_RETRIES
+
+
 @pytest.fixture
 def smollm2_file():
     return smollm2_path()

@@ -57,6 +57,7 @@ CLIENT_HINT = (
     "; is that the port of Ray's client server? The head serves it where Ray's client is "
     "installed: ray start --head --ray-client-server-port=10001"
 )
+CLIENT_INIT_RETRIES = 2  # more connections when the head's server for one failed to start
 FORWARDED_ENV = ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE")  # the driver's choice about the hub
 
 
@@ -335,11 +336,29 @@ def reachable(address: str) -> str:
 
 def _client_init(target: str) -> None:
     """Connect through Ray's client: this process stays outside the cluster, and the head runs
-    its Ray driver, whose own log lines the client would print here."""
+    its Ray driver, whose own log lines the client would print here.
+
+    The head starts a server of its own for each connection. Soon after the head starts,
+    that server can fail to come up ("Initialization failure from server"), and the next
+    connection gets a fresh one, so that failure is tried again (retries.py); Ray's client
+    has already disconnected after it. The last failure is raised as Ray raised it.
+    """
+    from ggufbench.backends._base import Retryable, RetryPolicy
+    from ggufbench.retries import call
+
+    def once() -> None:
+        try:
+            ray.init(address=target, log_to_driver=False, logging_level=logging.WARNING)
+        except ConnectionAbortedError as exc:  # the head's answer to the connection
+            raise Retryable(str(exc)) from exc
+
     logging.getLogger(CLIENT_LOGS).addFilter(_errors_only)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # it warns before it raises; the ConfigError says it
-        ray.init(address=target, log_to_driver=False, logging_level=logging.WARNING)
+        try:
+            call(once, RetryPolicy(retries=CLIENT_INIT_RETRIES))
+        except Retryable as exc:
+            raise exc.__cause__ or exc from None
 
 
 def _errors_only(record: logging.LogRecord) -> bool:
