@@ -56,4 +56,4 @@ def test_the_datasets_cache_is_a_temporary_folder_too() -> None:
 
     folder = Path(os.environ["HF_DATASETS_CACHE"])
     assert Path(datasets.config.HF_DATASETS_CACHE) == folder and folder.is_dir()
-    assert not folder.is_relative_to(Path.home())
+    assert folder.name.startswith("ggufbench-test-datasets-")  # the tests' own, wherever TMPDIR is
